@@ -1,0 +1,1140 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* HTTP/1.1 server on raw non-blocking sockets driven by a libevent loop and
+ * parsed by http_parser. Bytes are read into a per-server scratch buffer and
+ * parsed in place; a connection only holds memory of its own while a request
+ * is partly received, in flight, or its answer is partly written, so idle
+ * keep-alive connections cost a few hundred bytes. */
+#include "fg_http.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <http_parser.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FG_HTTP_SCRATCH (64 * 1024)
+#define FG_HTTP_MAX_HEADERS 64
+#define FG_HTTP_ACCEPT_BATCH 64
+#define FG_HTTP_READ_ROUNDS 4
+#define FG_HTTP_REQ_CACHE 64
+#define FG_HTTP_KEEP_ARENA 2048 /* arenas/bodies up to this size are reused */
+/* Bytes a client may pipeline behind a request in flight before we stop
+ * reading from it. */
+#define FG_HTTP_IN_CAP (256 * 1024)
+
+typedef struct fg_http_conn fg_http_conn;
+
+typedef struct fg_http_hdr {
+    uint32_t name, name_len, value, value_len; /* offsets into the arena */
+} fg_http_hdr;
+
+struct fg_http_req {
+    fg_http_conn *c;
+    fg_http_req *next_free;
+    fg_http_method method;
+    char *arena; /* url, header names and values, NUL-terminated */
+    size_t arena_len, arena_cap;
+    uint32_t url, url_len;
+    fg_http_hdr hdr[FG_HTTP_MAX_HEADERS];
+    int nhdr;
+    int in_value; /* last header callback was a value */
+    int url_done; /* the URL has been NUL-terminated */
+    char *body;
+    size_t body_len, body_cap;
+    const char *path_cached;
+    size_t path_len;
+    const char *query;
+    int error_status; /* set by parser callbacks: answer this and close */
+    const char *error_code;
+    int keep_alive;
+    int head;
+    int saw_te, saw_cl;
+};
+
+struct fg_http_conn {
+    fg_http_server *srv;
+    fg_http_conn *prev, *next;
+    int fd;
+    struct event rev, wev, tev;
+    http_parser parser;
+    fg_http_req *req;  /* being received or in flight */
+    char *in;          /* unparsed bytes (paused parser or partial) */
+    size_t in_len, in_cap;
+    char *out;         /* answer bytes not yet written */
+    size_t out_len, out_off;
+    unsigned inflight : 1;   /* req is with the handler */
+    unsigned in_handler : 1; /* inside the handler call */
+    unsigned close_after : 1;
+    unsigned peer_eof : 1;
+    unsigned read_paused : 1;
+    unsigned detached : 1;   /* server gone; freed on respond */
+    char peer[INET6_ADDRSTRLEN];
+};
+
+struct fg_http_server {
+    struct event_base *base;
+    int lfd;
+    struct event *lev;
+    fg_http_limits lim;
+    fg_http_conn_budget *budget;
+    fg_http_handler handler;
+    void *ud;
+    const struct timeval *tv_read, *tv_idle, *tv_write;
+    fg_http_conn *conns;
+    size_t nconns, inflight;
+    int draining;
+    fg_http_req *req_cache;
+    int req_cached;
+    char date[40];
+    time_t date_sec;
+    char scratch[FG_HTTP_SCRATCH];
+};
+
+static http_parser_settings fg_http_settings;
+
+/* ---- request objects ---- */
+
+static fg_http_req *req_get(fg_http_server *srv, fg_http_conn *c)
+{
+    fg_http_req *req = srv ? srv->req_cache : NULL;
+    if (req) {
+        srv->req_cache = req->next_free;
+        srv->req_cached--;
+    } else {
+        req = calloc(1, sizeof(*req));
+        if (!req)
+            return NULL;
+    }
+    char *arena = req->arena, *body = req->body;
+    size_t acap = req->arena_cap, bcap = req->body_cap;
+    memset(req, 0, offsetof(fg_http_req, hdr));
+    req->nhdr = 0;
+    req->in_value = 0;
+    req->url_done = 0;
+    req->body_len = 0;
+    req->path_cached = NULL;
+    req->path_len = 0;
+    req->query = NULL;
+    req->error_status = 0;
+    req->error_code = NULL;
+    req->keep_alive = 0;
+    req->head = 0;
+    req->saw_te = req->saw_cl = 0;
+    req->arena = arena;
+    req->arena_cap = acap;
+    req->body = body;
+    req->body_cap = bcap;
+    req->c = c;
+    return req;
+}
+
+static void req_put(fg_http_server *srv, fg_http_req *req)
+{
+    if (!req)
+        return;
+    if (srv && srv->req_cached < FG_HTTP_REQ_CACHE) {
+        if (req->arena_cap > FG_HTTP_KEEP_ARENA) {
+            free(req->arena);
+            req->arena = NULL;
+            req->arena_cap = 0;
+        }
+        if (req->body_cap > FG_HTTP_KEEP_ARENA) {
+            free(req->body);
+            req->body = NULL;
+            req->body_cap = 0;
+        }
+        req->next_free = srv->req_cache;
+        srv->req_cache = req;
+        srv->req_cached++;
+        return;
+    }
+    free(req->arena);
+    free(req->body);
+    free(req);
+}
+
+/* Appends to the arena, keeping the whole head under the header cap. */
+static int arena_append(fg_http_req *req, size_t cap, const char *p, size_t n)
+{
+    if (req->arena_len + n + 1 > cap)
+        return -1;
+    if (req->arena_len + n + 1 > req->arena_cap) {
+        size_t ncap = req->arena_cap ? req->arena_cap : 512;
+        while (ncap < req->arena_len + n + 1)
+            ncap *= 2;
+        if (ncap > cap)
+            ncap = cap;
+        char *na = realloc(req->arena, ncap);
+        if (!na)
+            return -1;
+        req->arena = na;
+        req->arena_cap = ncap;
+    }
+    memcpy(req->arena + req->arena_len, p, n);
+    req->arena_len += n;
+    return 0;
+}
+
+static void req_fail(fg_http_req *req, int status, const char *code)
+{
+    if (!req->error_status) {
+        req->error_status = status;
+        req->error_code = code;
+    }
+}
+
+/* ---- parser callbacks ---- */
+
+static int on_message_begin(http_parser *p)
+{
+    fg_http_conn *c = p->data;
+    c->req = req_get(c->srv, c);
+    if (!c->req)
+        return -1;
+    event_add(&c->tev, c->srv->tv_read);
+    return 0;
+}
+
+static int head_append(http_parser *p, const char *at, size_t n)
+{
+    fg_http_conn *c = p->data;
+    fg_http_req *req = c->req;
+    if (arena_append(req, c->srv->lim.max_header_bytes, at, n) != 0) {
+        req_fail(req, 431, "headers_too_large");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    fg_http_conn *c = p->data;
+    if (c->req->url_len == 0)
+        c->req->url = (uint32_t)c->req->arena_len;
+    c->req->url_len += (uint32_t)n;
+    return head_append(p, at, n);
+}
+
+static int terminate_piece(http_parser *p)
+{
+    return head_append(p, "", 1);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    fg_http_conn *c = p->data;
+    fg_http_req *req = c->req;
+    if (!req->url_done) {
+        if (terminate_piece(p) != 0) /* end of the URL */
+            return -1;
+        req->url_done = 1;
+    }
+    if (req->in_value || req->nhdr == 0) {
+        if (req->in_value && terminate_piece(p) != 0)
+            return -1;
+        if (req->nhdr == FG_HTTP_MAX_HEADERS) {
+            req_fail(req, 431, "too_many_headers");
+            return -1;
+        }
+        fg_http_hdr *h = &req->hdr[req->nhdr++];
+        h->name = (uint32_t)req->arena_len;
+        h->name_len = 0;
+        h->value = 0;
+        h->value_len = 0;
+        req->in_value = 0;
+    }
+    req->hdr[req->nhdr - 1].name_len += (uint32_t)n;
+    return head_append(p, at, n);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    fg_http_conn *c = p->data;
+    fg_http_req *req = c->req;
+    fg_http_hdr *h = &req->hdr[req->nhdr - 1];
+    if (!req->in_value) {
+        if (terminate_piece(p) != 0)
+            return -1;
+        h->value = (uint32_t)req->arena_len;
+        req->in_value = 1;
+    }
+    h->value_len += (uint32_t)n;
+    return head_append(p, at, n);
+}
+
+static void conn_send_raw(fg_http_conn *c, const char *s, size_t n);
+
+static int on_headers_complete(http_parser *p)
+{
+    fg_http_conn *c = p->data;
+    fg_http_req *req = c->req;
+    if (!req->url_done || req->in_value) {
+        if (terminate_piece(p) != 0)
+            return -1;
+        req->url_done = 1;
+        req->in_value = 0;
+    }
+    for (int i = 0; i < req->nhdr; i++) {
+        const char *name = req->arena + req->hdr[i].name;
+        if (strcasecmp(name, "transfer-encoding") == 0)
+            req->saw_te = 1;
+        else if (strcasecmp(name, "content-length") == 0)
+            req->saw_cl = 1;
+    }
+    if (req->saw_te && req->saw_cl) {
+        /* Request smuggling guard: RFC 9112 6.1. */
+        req_fail(req, 400, "te_and_cl");
+        return -1;
+    }
+    switch (p->method) {
+    case HTTP_GET: req->method = FG_HTTP_GET; break;
+    case HTTP_HEAD: req->method = FG_HTTP_HEAD; req->head = 1; break;
+    case HTTP_POST: req->method = FG_HTTP_POST; break;
+    case HTTP_PUT: req->method = FG_HTTP_PUT; break;
+    case HTTP_DELETE: req->method = FG_HTTP_DELETE; break;
+    default: req->method = FG_HTTP_OTHER; break;
+    }
+    req->keep_alive = http_should_keep_alive(p);
+    size_t maxb = c->srv->lim.max_body_bytes;
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > maxb) {
+        req_fail(req, 413, "body_too_large");
+        return -1;
+    }
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0) {
+        size_t want = (size_t)p->content_length;
+        if (req->body_cap < want) {
+            char *nb = realloc(req->body, want);
+            if (!nb) {
+                req_fail(req, 503, "no_memory");
+                return -1;
+            }
+            req->body = nb;
+            req->body_cap = want;
+        }
+    }
+    const char *expect = fg_http_req_header(req, "expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        conn_send_raw(c, cont, sizeof(cont) - 1);
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    fg_http_conn *c = p->data;
+    fg_http_req *req = c->req;
+    size_t maxb = c->srv->lim.max_body_bytes;
+    if (req->body_len + n > maxb) {
+        req_fail(req, 413, "body_too_large");
+        return -1;
+    }
+    if (req->body_len + n > req->body_cap) {
+        size_t ncap = req->body_cap ? req->body_cap : 1024;
+        while (ncap < req->body_len + n)
+            ncap *= 2;
+        if (ncap > maxb)
+            ncap = maxb;
+        char *nb = realloc(req->body, ncap);
+        if (!nb) {
+            req_fail(req, 503, "no_memory");
+            return -1;
+        }
+        req->body = nb;
+        req->body_cap = ncap;
+    }
+    memcpy(req->body + req->body_len, at, n);
+    req->body_len += n;
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    /* Stop here: the next pipelined request is parsed once this one is
+     * answered, so answers leave in order. */
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_free(fg_http_conn *c)
+{
+    fg_http_server *srv = c->srv;
+    if (c->fd >= 0) {
+        event_del(&c->rev);
+        event_del(&c->wev);
+        event_del(&c->tev);
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (!c->detached && srv) {
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            srv->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        srv->nconns--;
+        if (srv->budget)
+            atomic_fetch_sub(&srv->budget->open, 1);
+    }
+    req_put(c->detached ? NULL : srv, c->req);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+/* Closes the socket now; the struct lives on while a handler holds its
+ * request. */
+static void conn_close(fg_http_conn *c)
+{
+    if (c->inflight) {
+        if (c->fd >= 0) {
+            event_del(&c->rev);
+            event_del(&c->wev);
+            event_del(&c->tev);
+            close(c->fd);
+            c->fd = -1;
+        }
+        c->peer_eof = 1;
+        return;
+    }
+    conn_free(c);
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg);
+static void conn_on_write(evutil_socket_t fd, short what, void *arg);
+static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
+
+static const char *date_header(fg_http_server *srv)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(srv->base, &tv);
+    if (tv.tv_sec != srv->date_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        strftime(srv->date, sizeof(srv->date), "%a, %d %b %Y %H:%M:%S GMT",
+                 &tm);
+        srv->date_sec = tv.tv_sec;
+    }
+    return srv->date;
+}
+
+/* Writes what it can; the rest is kept and written when the socket allows.
+ * Returns -1 when the connection broke (caller closes). */
+static int conn_write(fg_http_conn *c, const struct iovec *iov, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    ssize_t w = 0;
+    if (c->out_len == c->out_off) {
+        struct msghdr mh;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = (struct iovec *)iov;
+        mh.msg_iovlen = (size_t)n;
+        do {
+            w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        } while (w < 0 && errno == EINTR);
+        if (w < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return -1;
+            w = 0;
+        }
+        if ((size_t)w == total)
+            return 0;
+    }
+    /* Keep the unwritten tail. */
+    size_t rest = total - (size_t)w;
+    size_t pending = c->out_len - c->out_off;
+    char *nb = malloc(pending + rest);
+    if (!nb)
+        return -1;
+    memcpy(nb, c->out + c->out_off, pending);
+    size_t skip = (size_t)w, at = pending;
+    for (int i = 0; i < n; i++) {
+        const char *b = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(nb + at, b + skip, len - skip);
+        at += len - skip;
+        skip = 0;
+    }
+    free(c->out);
+    c->out = nb;
+    c->out_len = at;
+    c->out_off = 0;
+    event_add(&c->wev, NULL);
+    event_add(&c->tev, c->srv ? c->srv->tv_write : NULL);
+    return 0;
+}
+
+static void conn_send_raw(fg_http_conn *c, const char *s, size_t n)
+{
+    struct iovec iov = {(void *)s, n};
+    if (conn_write(c, &iov, 1) != 0)
+        c->close_after = 1;
+}
+
+/* After an answer is fully written: close, or go on with the next request. */
+static void conn_next(fg_http_conn *c)
+{
+    fg_http_server *srv = c->srv;
+    if (c->close_after || c->peer_eof || c->detached ||
+        (srv && srv->draining)) {
+        shutdown(c->fd, SHUT_WR);
+        conn_free(c);
+        return;
+    }
+    http_parser_pause(&c->parser, 0);
+    if (c->read_paused) {
+        c->read_paused = 0;
+        event_add(&c->rev, NULL);
+    }
+    if (c->in_len > 0) {
+        event_active(&c->rev, EV_READ, 1);
+    } else {
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+        event_add(&c->tev, srv->tv_idle);
+    }
+}
+
+static int status_closes(int status)
+{
+    return status == 400 || status == 408 || status == 413 || status == 431;
+}
+
+void fg_http_respond(fg_http_req *req, int status, const char *content_type,
+                     const void *body, size_t len, const char *extra_headers)
+{
+    fg_http_conn *c = req->c;
+    fg_http_server *srv = c->srv;
+    int was_inflight = c->inflight;
+    c->inflight = 0;
+    if (was_inflight && srv && !c->detached)
+        srv->inflight--;
+    if (c->fd < 0 || c->detached) { /* nobody to answer */
+        c->req = NULL;
+        req_put(c->detached ? NULL : srv, req);
+        conn_free(c);
+        return;
+    }
+    if (!req->keep_alive || status_closes(status) || srv->draining)
+        c->close_after = 1;
+    char head[512];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 %d %s\r\nServer: fleetgate\r\nDate: %s\r\n"
+                      "Content-Length: %zu\r\n%s%s%s%s",
+                      status, fg_http_status_text(status), date_header(srv),
+                      len, content_type ? "Content-Type: " : "",
+                      content_type ? content_type : "",
+                      content_type ? "\r\n" : "",
+                      c->close_after ? "Connection: close\r\n" : "");
+    if (hn < 0 || (size_t)hn >= sizeof(head))
+        hn = 0;
+    struct iovec iov[4];
+    int n = 0;
+    iov[n].iov_base = head;
+    iov[n++].iov_len = (size_t)hn;
+    if (extra_headers) {
+        iov[n].iov_base = (void *)extra_headers;
+        iov[n++].iov_len = strlen(extra_headers);
+    }
+    iov[n].iov_base = (void *)"\r\n";
+    iov[n++].iov_len = 2;
+    if (len && !req->head) {
+        iov[n].iov_base = (void *)body;
+        iov[n++].iov_len = len;
+    }
+    c->req = NULL;
+    req_put(srv, req);
+    if (conn_write(c, iov, n) != 0) {
+        conn_free(c);
+        return;
+    }
+    if (c->in_handler)
+        return; /* the parse loop goes on after the handler returns */
+    if (c->out_len == c->out_off)
+        conn_next(c);
+}
+
+void fg_http_respond_error(fg_http_req *req, int status, const char *code,
+                           const char *detail, const char *extra_headers)
+{
+    char body[512];
+    int n;
+    if (detail)
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"detail\":\"%s\"}",
+                     code, detail);
+    else
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", code);
+    if (n < 0 || (size_t)n >= sizeof(body))
+        n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", code);
+    fg_http_respond(req, status, "application/json", body, (size_t)n,
+                    extra_headers);
+}
+
+/* Answers a request the parser refused and closes after writing. */
+static void conn_fail(fg_http_conn *c, int status, const char *code)
+{
+    fg_http_req *req = c->req;
+    if (!req) {
+        req = req_get(c->srv, c);
+        if (!req) {
+            conn_free(c);
+            return;
+        }
+        c->req = req;
+    }
+    req->keep_alive = 0;
+    c->close_after = 1;
+    c->inflight = 0;
+    c->in_len = 0;
+    event_del(&c->rev);
+    fg_http_respond_error(req, status, code, NULL, NULL);
+}
+
+/* Parses data (which may be c->in itself). Returns -1 when c was freed. */
+static int conn_parse(fg_http_conn *c, const char *data, size_t len)
+{
+    fg_http_server *srv = c->srv;
+    size_t n = http_parser_execute(&c->parser, &fg_http_settings, data, len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (c->req && c->req->error_status) {
+        conn_fail(c, c->req->error_status, c->req->error_code);
+        return -1;
+    }
+    if (err != HPE_OK && err != HPE_PAUSED) {
+        if (err == HPE_HEADER_OVERFLOW)
+            conn_fail(c, 431, "headers_too_large");
+        else
+            conn_fail(c, 400, "bad_request");
+        return -1;
+    }
+    /* Keep the unparsed rest. */
+    size_t rest = len - n;
+    if (data == c->in) {
+        memmove(c->in, c->in + n, rest);
+        c->in_len = rest;
+    } else if (rest > 0) {
+        if (c->in_cap < rest) {
+            size_t ncap = rest < 4096 ? 4096 : rest;
+            char *ni = realloc(c->in, ncap);
+            if (!ni) {
+                conn_free(c);
+                return -1;
+            }
+            c->in = ni;
+            c->in_cap = ncap;
+        }
+        memcpy(c->in, data + n, rest);
+        c->in_len = rest;
+    }
+    if (err != HPE_PAUSED) {
+        /* Headers of an unfinished request count toward the header cap
+         * even when they arrive in small pieces. */
+        return 0;
+    }
+    /* A complete request: hand it over. */
+    event_del(&c->tev);
+    c->inflight = 1;
+    srv->inflight++;
+    c->in_handler = 1;
+    srv->handler(srv->ud, c->req);
+    c->in_handler = 0;
+    if (c->fd < 0 && !c->inflight) {
+        conn_free(c);
+        return -1;
+    }
+    if (!c->inflight && c->out_len == c->out_off) {
+        if (c->close_after || srv->draining) {
+            shutdown(c->fd, SHUT_WR);
+            conn_free(c);
+            return -1;
+        }
+        http_parser_pause(&c->parser, 0);
+        if (c->in_len == 0)
+            event_add(&c->tev, srv->tv_idle);
+        return 1; /* answered at once: the caller may parse more */
+    }
+    return 0;
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    fg_http_conn *c = arg;
+    fg_http_server *srv = c->srv;
+    (void)what;
+    /* Pipelined bytes first. */
+    while (!c->inflight && c->in_len > 0 && c->out_len == c->out_off) {
+        int r = conn_parse(c, c->in, c->in_len);
+        if (r < 0)
+            return;
+        if (r == 0)
+            break;
+    }
+    for (int round = 0; round < FG_HTTP_READ_ROUNDS; round++) {
+        int buffered = c->inflight || c->in_len > 0 ||
+                       c->out_len != c->out_off;
+        char *dst;
+        size_t space;
+        if (buffered) {
+            if (c->in_len >= FG_HTTP_IN_CAP) {
+                event_del(&c->rev);
+                c->read_paused = 1;
+                return;
+            }
+            if (c->in_cap - c->in_len < 4096) {
+                size_t ncap = c->in_cap ? c->in_cap * 2 : 8192;
+                char *ni = realloc(c->in, ncap);
+                if (!ni) {
+                    conn_close(c);
+                    return;
+                }
+                c->in = ni;
+                c->in_cap = ncap;
+            }
+            dst = c->in + c->in_len;
+            space = c->in_cap - c->in_len;
+        } else {
+            dst = srv->scratch;
+            space = sizeof(srv->scratch);
+        }
+        ssize_t n = recv(fd, dst, space, 0);
+        if (n == 0) {
+            c->peer_eof = 1;
+            event_del(&c->rev);
+            if (!c->inflight && c->out_len == c->out_off)
+                conn_free(c);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            conn_close(c);
+            return;
+        }
+        if (buffered) {
+            c->in_len += (size_t)n;
+            if (c->inflight || c->out_len != c->out_off)
+                continue;
+            int r = conn_parse(c, c->in, c->in_len);
+            if (r < 0)
+                return;
+        } else {
+            int r = conn_parse(c, dst, (size_t)n);
+            if (r < 0)
+                return;
+            while (r == 1 && !c->inflight && c->in_len > 0 &&
+                   c->out_len == c->out_off) {
+                r = conn_parse(c, c->in, c->in_len);
+                if (r < 0)
+                    return;
+            }
+        }
+        if ((size_t)n < space)
+            return;
+    }
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    fg_http_conn *c = arg;
+    (void)what;
+    while (c->out_off < c->out_len) {
+        ssize_t w = send(fd, c->out + c->out_off, c->out_len - c->out_off,
+                         MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            conn_close(c);
+            return;
+        }
+        c->out_off += (size_t)w;
+    }
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_off = 0;
+    event_del(&c->wev);
+    event_del(&c->tev);
+    if (!c->inflight)
+        conn_next(c);
+}
+
+static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    fg_http_conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->out_len != c->out_off || c->inflight) {
+        conn_close(c); /* a client that does not read its answers */
+        return;
+    }
+    if (c->req) {
+        conn_fail(c, 408, "request_timeout");
+        return;
+    }
+    conn_free(c); /* idle keep-alive */
+}
+
+static void conn_reject_busy(int fd)
+{
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        "Retry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\n"
+        "{\"error\":\"too_many_connections\"}";
+    ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    close(fd);
+}
+
+static void srv_on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    fg_http_server *srv = arg;
+    (void)what;
+    for (int i = 0; i < FG_HTTP_ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return; /* EAGAIN, or EMFILE: the event fires again later */
+        if (srv->budget &&
+            atomic_fetch_add(&srv->budget->open, 1) >= srv->budget->max) {
+            atomic_fetch_sub(&srv->budget->open, 1);
+            conn_reject_busy(fd);
+            continue;
+        }
+        fg_http_conn *c = calloc(1, sizeof(*c));
+        if (!c) {
+            if (srv->budget)
+                atomic_fetch_sub(&srv->budget->open, 1);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        c->srv = srv;
+        c->fd = fd;
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer,
+                      sizeof(c->peer));
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr,
+                      c->peer, sizeof(c->peer));
+        http_parser_init(&c->parser, HTTP_REQUEST);
+        c->parser.data = c;
+        event_assign(&c->rev, srv->base, fd, EV_READ | EV_PERSIST,
+                     conn_on_read, c);
+        event_assign(&c->wev, srv->base, fd, EV_WRITE | EV_PERSIST,
+                     conn_on_write, c);
+        evtimer_assign(&c->tev, srv->base, conn_on_timer, c);
+        c->next = srv->conns;
+        if (srv->conns)
+            srv->conns->prev = c;
+        srv->conns = c;
+        srv->nconns++;
+        event_add(&c->rev, NULL);
+        event_add(&c->tev, srv->tv_read);
+    }
+}
+
+/* ---- server ---- */
+
+static const struct timeval *common_timeout(struct event_base *base,
+                                            int64_t ms)
+{
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    const struct timeval *ct = event_base_init_common_timeout(base, &tv);
+    return ct;
+}
+
+fg_http_server *fg_http_server_new(struct event_base *base, int fd,
+                                   const fg_http_limits *limits,
+                                   fg_http_conn_budget *budget,
+                                   fg_http_handler handler, void *ud,
+                                   char *errbuf, size_t errlen)
+{
+    fg_http_settings.on_message_begin = on_message_begin;
+    fg_http_settings.on_url = on_url;
+    fg_http_settings.on_header_field = on_header_field;
+    fg_http_settings.on_header_value = on_header_value;
+    fg_http_settings.on_headers_complete = on_headers_complete;
+    fg_http_settings.on_body = on_body;
+    fg_http_settings.on_message_complete = on_message_complete;
+
+    fg_http_server *srv = calloc(1, sizeof(*srv));
+    if (!srv) {
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    srv->base = base;
+    srv->lfd = fd;
+    srv->lim = *limits;
+    srv->budget = budget;
+    srv->handler = handler;
+    srv->ud = ud;
+    srv->tv_read = common_timeout(base, limits->read_timeout_ms);
+    srv->tv_idle = common_timeout(base, limits->idle_timeout_ms);
+    srv->tv_write = common_timeout(base, limits->write_timeout_ms);
+    srv->lev = event_new(base, fd, EV_READ | EV_PERSIST, srv_on_accept, srv);
+    if (!srv->lev || !srv->tv_read || !srv->tv_idle || !srv->tv_write ||
+        event_add(srv->lev, NULL) != 0) {
+        snprintf(errbuf, errlen, "cannot register the listener");
+        if (srv->lev)
+            event_free(srv->lev);
+        free(srv);
+        return NULL;
+    }
+    return srv;
+}
+
+void fg_http_server_drain(fg_http_server *srv)
+{
+    if (srv->draining)
+        return;
+    srv->draining = 1;
+    if (srv->lev) {
+        event_free(srv->lev);
+        srv->lev = NULL;
+    }
+    if (srv->lfd >= 0) {
+        close(srv->lfd);
+        srv->lfd = -1;
+    }
+    fg_http_conn *c = srv->conns;
+    while (c) {
+        fg_http_conn *next = c->next;
+        if (!c->inflight && !c->req && c->out_len == c->out_off)
+            conn_free(c);
+        c = next;
+    }
+}
+
+size_t fg_http_server_inflight(const fg_http_server *srv)
+{
+    return srv->inflight;
+}
+
+size_t fg_http_server_connections(const fg_http_server *srv)
+{
+    return srv->nconns;
+}
+
+void fg_http_server_free(fg_http_server *srv)
+{
+    if (!srv)
+        return;
+    if (srv->lev)
+        event_free(srv->lev);
+    if (srv->lfd >= 0)
+        close(srv->lfd);
+    fg_http_conn *c = srv->conns;
+    while (c) {
+        fg_http_conn *next = c->next;
+        if (srv->budget)
+            atomic_fetch_sub(&srv->budget->open, 1);
+        if (c->inflight) {
+            /* The handler still holds the request: keep the struct. */
+            event_del(&c->rev);
+            event_del(&c->wev);
+            event_del(&c->tev);
+            close(c->fd);
+            c->fd = -1;
+            c->detached = 1;
+            c->srv = NULL;
+        } else {
+            c->detached = 1;
+            conn_free(c);
+        }
+        c = next;
+    }
+    while (srv->req_cache) {
+        fg_http_req *r = srv->req_cache;
+        srv->req_cache = r->next_free;
+        free(r->arena);
+        free(r->body);
+        free(r);
+    }
+    free(srv);
+}
+
+/* ---- listening sockets ---- */
+
+int fg_http_listen(const char *addr, int reuseport, char *errbuf,
+                   size_t errlen)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || !colon[1]) {
+        snprintf(errbuf, errlen, "bad listen address '%s' (want host:port)",
+                 addr);
+        return -1;
+    }
+    size_t hl = (size_t)(colon - addr);
+    if (hl >= sizeof(host)) {
+        snprintf(errbuf, errlen, "listen host too long");
+        return -1;
+    }
+    memcpy(host, addr, hl);
+    host[hl] = '\0';
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        memmove(host, host + 1, hl - 2);
+        host[hl - 2] = '\0';
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int rc = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "cannot resolve '%s': %s", addr,
+                 gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "socket: %s", strerror(errno));
+        freeaddrinfo(res);
+        return -1;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        listen(fd, 4096) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", addr,
+                 strerror(errno));
+        close(fd);
+        freeaddrinfo(res);
+        return -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+int fg_http_bound_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+/* ---- accessors ---- */
+
+fg_http_method fg_http_req_method(const fg_http_req *req)
+{
+    return req->method;
+}
+
+static void split_url(fg_http_req *req)
+{
+    const char *url = req->arena + req->url;
+    const char *q = memchr(url, '?', req->url_len);
+    req->path_cached = url;
+    req->path_len = q ? (size_t)(q - url) : req->url_len;
+    if (q) {
+        /* Cut the path at '?' so both halves are NUL-terminated. */
+        ((char *)q)[0] = '\0';
+        req->query = q + 1;
+    }
+}
+
+const char *fg_http_req_path(const fg_http_req *req, size_t *len)
+{
+    fg_http_req *r = (fg_http_req *)req;
+    if (!r->path_cached)
+        split_url(r);
+    if (len)
+        *len = r->path_len;
+    return r->path_cached;
+}
+
+const char *fg_http_req_query(const fg_http_req *req)
+{
+    fg_http_req *r = (fg_http_req *)req;
+    if (!r->path_cached)
+        split_url(r);
+    return r->query;
+}
+
+const char *fg_http_req_header(const fg_http_req *req, const char *name)
+{
+    for (int i = 0; i < req->nhdr; i++) {
+        if (strcasecmp(req->arena + req->hdr[i].name, name) == 0)
+            return req->hdr[i].value ? req->arena + req->hdr[i].value : "";
+    }
+    return NULL;
+}
+
+const char *fg_http_req_body(const fg_http_req *req, size_t *len)
+{
+    *len = req->body_len;
+    return req->body_len ? req->body : "";
+}
+
+const char *fg_http_req_peer(const fg_http_req *req)
+{
+    return req->c->peer;
+}
+
+int fg_http_req_orphaned(const fg_http_req *req)
+{
+    return req->c->fd < 0 || req->c->detached;
+}
+
+const char *fg_http_status_text(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    }
+    return "Unknown";
+}

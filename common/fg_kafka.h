@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Drives a librdkafka queue from a libevent loop, with no polling thread and
+ * no sleeps: librdkafka writes a byte to a non-blocking pipe when the queue
+ * gets events (rd_kafka_queue_io_event_enable); the loop drains the pipe and
+ * serves the queue until it is empty or a budget is spent, then comes back
+ * through event_active so other work on the loop is not starved. Also holds
+ * helpers to build a librdkafka configuration from pass-through keys. */
+#ifndef FG_KAFKA_H
+#define FG_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+#include "fg_config.h"
+#include "fg_status.h"
+
+struct event_base;
+
+typedef struct fg_kafka_pump fg_kafka_pump;
+
+/* Called for each event taken off the queue. ev is borrowed: the pump
+ * destroys it after the call. @thread the loop's */
+typedef void (*fg_kafka_event_cb)(void *ud, rd_kafka_event_t *ev);
+
+/* Wires q (borrowed; keep it alive until fg_kafka_pump_free) into base.
+ * budget: events served per loop turn before yielding. Returns NULL and
+ * fills errbuf on failure. @thread the loop's */
+fg_kafka_pump *fg_kafka_pump_new(struct event_base *base, rd_kafka_queue_t *q,
+                                 int budget, fg_kafka_event_cb cb, void *ud,
+                                 char *errbuf, size_t errlen);
+
+/* Serves the queue now, as if the pipe had fired (used after a flush).
+ * @thread the loop's */
+void fg_kafka_pump_run(fg_kafka_pump *pump);
+
+/* Disables the queue's io event, closes the pipe and frees the pump.
+ * NULL is a no-op. @thread the loop's */
+void fg_kafka_pump_free(fg_kafka_pump *pump);
+
+/* Applies every key of kvs to conf (borrowed) with rd_kafka_conf_set.
+ * Returns FG_EINVAL with errbuf naming the first bad key ("kafka.<key>"). */
+fg_status fg_kafka_conf_apply(rd_kafka_conf_t *conf, const fg_conf_kvs *kvs,
+                              char *errbuf, size_t errlen);
+
+/* Sets key=value on conf, or fills errbuf naming the key. */
+fg_status fg_kafka_conf_set(rd_kafka_conf_t *conf, const char *key,
+                            const char *value, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* fleetgate-gateway: start-up, signals and shutdown. The main thread runs
+ * the admin listener and the lock-topic follower; worker threads take
+ * device traffic. */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fg_log.h"
+#include "gw_admin.h"
+#include "gw_config.h"
+#include "gw_ingest.h"
+#include "gw_locks.h"
+
+typedef struct gw_app {
+    gw_config cfg;
+    struct event_base *base;
+    gw_worker **workers;
+    int nworkers;
+    gw_admin *admin;
+    gw_locks *locks;
+    struct event *sigterm, *sigint, *wait_tick;
+    int stopping;
+} gw_app;
+
+static void on_wait_tick(evutil_socket_t fd, short what, void *arg)
+{
+    gw_app *app = arg;
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < app->nworkers; i++) {
+        if (!gw_worker_done(app->workers[i])) {
+            struct timeval tv = {0, 20 * 1000};
+            evtimer_add(app->wait_tick, &tv);
+            return;
+        }
+    }
+    event_base_loopexit(app->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    gw_app *app = arg;
+    (void)what;
+    if (app->stopping) {
+        fg_log_warn("shutdown_forced", "signal=%d", (int)sig);
+        event_base_loopexit(app->base, NULL);
+        return;
+    }
+    app->stopping = 1;
+    fg_log_info("shutdown", "signal=%d timeout_ms=%lld", (int)sig,
+                (long long)app->cfg.shutdown_timeout_ms);
+    gw_admin_set_draining(app->admin);
+    for (int i = 0; i < app->nworkers; i++)
+        gw_worker_stop(app->workers[i]);
+    on_wait_tick(-1, 0, app);
+}
+
+static double queue_depth_fn(void *ud)
+{
+    gw_app *app = ud;
+    double n = 0;
+    for (int i = 0; i < app->nworkers; i++)
+        n += gw_worker_outq(app->workers[i]);
+    return n;
+}
+
+static double connections_fn(void *ud)
+{
+    return (double)atomic_load(&((gw_shared *)ud)->budget.open);
+}
+
+int main(int argc, char **argv)
+{
+    gw_app app;
+    gw_shared sh;
+    char err[512];
+    int rc = 1;
+    fg_market_map *markets = NULL;
+    fg_metrics *m = NULL;
+    gw_lockstore *store = NULL;
+    memset(&app, 0, sizeof(app));
+    memset(&sh, 0, sizeof(sh));
+
+    switch (gw_config_load(&app.cfg, argc, argv)) {
+    case GW_CLI_EXIT_OK:
+        gw_config_free(&app.cfg);
+        return 0;
+    case GW_CLI_EXIT_FAIL:
+        gw_config_free(&app.cfg);
+        return 2;
+    case GW_CLI_RUN:
+        break;
+    }
+    fg_log_init("gateway", (fg_log_level)fg_log_level_parse(app.cfg.log_level));
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        fg_log_error("startup_failed", "err=%s", "evthread_use_pthreads");
+        goto out;
+    }
+    markets = gw_config_markets(&app.cfg, err, sizeof(err));
+    m = fg_metrics_new();
+    store = gw_lockstore_new();
+    app.base = event_base_new();
+    if (!markets || !m || !store || !app.base) {
+        fg_log_error("startup_failed", "err=no_memory");
+        goto out;
+    }
+    sh.cfg = &app.cfg;
+    sh.m = m;
+    sh.locks = store;
+    sh.markets = markets;
+    sh.budget.max = (long)app.cfg.max_connections;
+    sh.mx = gw_ingest_metrics_new(m);
+    if (!sh.mx)
+        goto out;
+
+    app.nworkers = (int)app.cfg.threads;
+    app.workers = calloc((size_t)app.nworkers, sizeof(*app.workers));
+    if (!app.workers)
+        goto out;
+    for (int i = 0; i < app.nworkers; i++) {
+        app.workers[i] = gw_worker_new(&sh, i, err, sizeof(err));
+        if (!app.workers[i]) {
+            char q[600];
+            fg_log_error("startup_failed", "worker=%d err=%s", i,
+                         fg_log_quote(err, q, sizeof(q)));
+            goto out;
+        }
+    }
+    app.locks = gw_locks_new(app.base, &app.cfg, store, m, err, sizeof(err));
+    if (!app.locks) {
+        char q[600];
+        fg_log_error("startup_failed", "err=%s", fg_log_quote(err, q, sizeof(q)));
+        goto out;
+    }
+    app.admin = gw_admin_new(app.base, app.cfg.admin_listen, m, app.locks,
+                             app.workers, app.nworkers, err, sizeof(err));
+    if (!app.admin) {
+        char q[600];
+        fg_log_error("startup_failed", "err=%s", fg_log_quote(err, q, sizeof(q)));
+        goto out;
+    }
+    fg_metrics_gauge_fn(m, "fleetgate_producer_queue_depth",
+                        "Records held by the producers (queued, in flight or "
+                        "awaiting their delivery report).",
+                        "", queue_depth_fn, &app);
+    fg_metrics_gauge_fn(m, "fleetgate_http_connections",
+                        "Open device connections.", "", connections_fn, &sh);
+    app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
+    app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
+    app.wait_tick = evtimer_new(app.base, on_wait_tick, &app);
+    if (!app.sigterm || !app.sigint || !app.wait_tick ||
+        event_add(app.sigterm, NULL) != 0 || event_add(app.sigint, NULL) != 0)
+        goto out;
+    for (int i = 0; i < app.nworkers; i++) {
+        if (gw_worker_start(app.workers[i]) != FG_OK) {
+            fg_log_error("startup_failed", "err=cannot_start_worker worker=%d", i);
+            goto out;
+        }
+    }
+    fg_log_info("started",
+                "listen=%s admin=%s threads=%d id=%s ack=%s topic=%s locks_topic=%s",
+                app.cfg.listen, app.cfg.admin_listen, app.nworkers,
+                app.cfg.gw_id, app.cfg.ack_mode, app.cfg.topic,
+                app.cfg.locks_topic);
+    event_base_dispatch(app.base);
+    rc = 0;
+    fg_log_info("stopped", "rc=%d", rc);
+out:
+    if (rc != 0 && app.workers) {
+        /* Started workers must end before they are freed. */
+        for (int i = 0; i < app.nworkers; i++)
+            if (app.workers[i])
+                gw_worker_stop(app.workers[i]);
+    }
+    for (int i = 0; app.workers && i < app.nworkers; i++)
+        gw_worker_free(app.workers[i]);
+    free(app.workers);
+    gw_admin_free(app.admin);
+    gw_locks_free(app.locks);
+    if (app.sigterm)
+        event_free(app.sigterm);
+    if (app.sigint)
+        event_free(app.sigint);
+    if (app.wait_tick)
+        event_free(app.wait_tick);
+    if (app.base)
+        event_base_free(app.base);
+    gw_ingest_metrics_free(sh.mx);
+    gw_lockstore_free(store);
+    fg_metrics_free(m);
+    fg_market_map_free(markets);
+    gw_config_free(&app.cfg);
+    return rc;
+}
