@@ -22,8 +22,9 @@ void fg_metrics_free(fg_metrics *m);
  * braces, already escaped ("route=\"/v1/checkin\",code=\"200\""), or "" for
  * none. help is written once per name (the first registration's). All
  * strings are copied. Returns NULL when out of memory, when name is not a
- * valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), or when name is already
- * registered as another type. The result lives as long as m.
+ * valid metric name ([a-zA-Z_:][a-zA-Z0-9_:]*), when name is already
+ * registered as another type, or when a string is over its cap (name 200,
+ * labels and help 1024 bytes). The result lives as long as m.
  * @thread any (takes a mutex: register at start-up or cache the result) */
 fg_counter *fg_metrics_counter(fg_metrics *m, const char *name,
                                const char *help, const char *labels);
@@ -55,8 +56,9 @@ uint64_t fg_counter_value(const fg_counter *c);
 
 /* Renders every series in the Prometheus text format (version 0.0.4),
  * grouped by name with one # HELP and # TYPE line each. Returns a malloc'd
- * NUL-terminated string (caller frees) and its length in *len, or NULL when
- * out of memory. @thread any */
+ * NUL-terminated string (caller frees) and its length in *len (len may be
+ * NULL), or NULL when out of memory or over 64 MiB. Takes the registry mutex
+ * and calls the gauge_fn callbacks. @thread any */
 char *fg_metrics_render(fg_metrics *m, size_t *len);
 
 #endif
