@@ -1,0 +1,1351 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for common/fg_checkin.c: every schema v1 validation rule in
+ * JSON and msgpack, single and batch bodies, the msgpack pre-scan against
+ * hostile headers, and the record encode -> decode round trip. */
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdlib.h>
+
+#include "fg_checkin.h"
+#include "fg_test.h"
+
+/* ---- helpers --------------------------------------------------------- */
+
+static fg_status parse_json(const char *s, fg_checkin *ci, fg_checkin_error *err)
+{
+    return fg_checkin_parse_json(s, strlen(s), ci, err);
+}
+
+/* Expects the JSON body to be refused with code (and field, NULL = none). */
+static void json_err_at(int line, const char *s, const char *code,
+                        const char *field)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    fg_status st = parse_json(s, &ci, &err);
+    int ok = st == FG_EINVAL && err.code && strcmp(err.code, code) == 0 &&
+             ((field == NULL && err.field == NULL) ||
+              (field && err.field && strcmp(err.field, field) == 0));
+    FG_CHECK(ok);
+    if (!ok)
+        fprintf(stderr, "  line %d: body %.120s: got %d %s/%s (%s), want %s/%s\n",
+                line, s, st, err.code ? err.code : "-",
+                err.field ? err.field : "-", err.detail, code,
+                field ? field : "-");
+}
+#define JSON_ERR(s, code, field) json_err_at(__LINE__, s, code, field)
+
+static void json_ok_at(int line, const char *s, fg_checkin *ci)
+{
+    fg_checkin_error err;
+    fg_status st = parse_json(s, ci, &err);
+    FG_CHECK_INT(st, FG_OK);
+    if (st != FG_OK)
+        fprintf(stderr, "  line %d: body %.120s: %s/%s (%s)\n", line, s,
+                err.code ? err.code : "-", err.field ? err.field : "-",
+                err.detail);
+}
+#define JSON_OK(s, ci) json_ok_at(__LINE__, s, ci)
+
+/* A body with the required fields plus `extra` (",\"k\":v..." or ""). */
+static const char *with_extra(const char *extra)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof(buf),
+             "{\"device_id\":\"dev-1\",\"sku_region\":\"CN\",\"region\":\"CU\"%s}",
+             extra);
+    return buf;
+}
+
+static char *repeat(const char *unit, size_t n)
+{
+    size_t ul = strlen(unit);
+    char *s = malloc(ul * n + 1);
+    if (!s)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        memcpy(s + i * ul, unit, ul);
+    s[ul * n] = '\0';
+    return s;
+}
+
+/* msgpack body builder on an sbuffer. */
+typedef struct mp {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} mp;
+
+static void mp_init(mp *m)
+{
+    msgpack_sbuffer_init(&m->sb);
+    msgpack_packer_init(&m->pk, &m->sb, msgpack_sbuffer_write);
+}
+
+static void mp_str(mp *m, const char *s, size_t n)
+{
+    msgpack_pack_str_with_body(&m->pk, s, n);
+}
+
+static void mp_cstr(mp *m, const char *s)
+{
+    mp_str(m, s, strlen(s));
+}
+
+static void mp_kv_str(mp *m, const char *k, const char *v, size_t n)
+{
+    mp_cstr(m, k);
+    mp_str(m, v, n);
+}
+
+/* Map of the three required fields plus `extra` more pairs the caller packs
+ * next. */
+static void mp_base(mp *m, uint32_t extra)
+{
+    mp_init(m);
+    msgpack_pack_map(&m->pk, 3 + extra);
+    mp_kv_str(m, "device_id", "dev-1", 5);
+    mp_kv_str(m, "sku_region", "CN", 2);
+    mp_kv_str(m, "region", "CU", 2);
+}
+
+static fg_status mp_parse(mp *m, fg_checkin *ci, fg_checkin_error *err)
+{
+    fg_status st = fg_checkin_parse_msgpack(m->sb.data, m->sb.size, ci, err);
+    msgpack_sbuffer_destroy(&m->sb);
+    return st;
+}
+
+static void mp_err_at(int line, mp *m, const char *code, const char *field)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    fg_status st = mp_parse(m, &ci, &err);
+    int ok = st == FG_EINVAL && err.code && strcmp(err.code, code) == 0 &&
+             ((field == NULL && err.field == NULL) ||
+              (field && err.field && strcmp(err.field, field) == 0));
+    FG_CHECK(ok);
+    if (!ok)
+        fprintf(stderr, "  line %d: got %d %s/%s (%s), want %s/%s\n", line, st,
+                err.code ? err.code : "-", err.field ? err.field : "-",
+                err.detail, code, field ? field : "-");
+}
+#define MP_ERR(m, code, field) mp_err_at(__LINE__, m, code, field)
+
+static void raw_err_at(int line, const char *buf, size_t len, const char *code)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    fg_status st = fg_checkin_parse_msgpack(buf, len, &ci, &err);
+    int ok = st == FG_EINVAL && err.code && strcmp(err.code, code) == 0;
+    FG_CHECK(ok);
+    if (!ok)
+        fprintf(stderr, "  line %d: got %d %s (%s), want %s\n", line, st,
+                err.code ? err.code : "-", err.detail, code);
+}
+#define RAW_ERR(buf, len, code) raw_err_at(__LINE__, buf, len, code)
+
+/* Batch callback recorder. */
+typedef struct rec {
+    size_t n;
+    size_t idx[16];
+    int valid[16];
+    char device[16][FG_DEVICE_ID_MAX + 1];
+    const char *code[16];
+    const char *field[16];
+    size_t stop_at; /* return FG_AGAIN at this index; SIZE_MAX never */
+} rec;
+
+static fg_status rec_cb(void *ud, size_t index, const fg_checkin *ci,
+                        const fg_checkin_error *item_err)
+{
+    rec *r = ud;
+    if (r->n < 16) {
+        r->idx[r->n] = index;
+        r->valid[r->n] = ci != NULL;
+        r->device[r->n][0] = '\0';
+        r->code[r->n] = r->field[r->n] = NULL;
+        if (ci)
+            snprintf(r->device[r->n], sizeof(r->device[0]), "%s", ci->device_id);
+        else {
+            r->code[r->n] = item_err->code;
+            r->field[r->n] = item_err->field;
+        }
+    }
+    r->n++;
+    return index == r->stop_at ? FG_AGAIN : FG_OK;
+}
+
+static void rec_init(rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->stop_at = SIZE_MAX;
+}
+
+/* ---- JSON: accepted bodies ------------------------------------------- */
+
+static void test_json_full(void)
+{
+    fg_checkin ci;
+    JSON_OK("{\"device_id\":\"A-z.0_9:x\",\"sku_region\":\"UA-43\","
+            "\"region\":\"CU\",\"model\":\"Pixel 8\",\"fw\":\"14.2.1\","
+            "\"mcc\":368,\"seq\":18446744,\"ts\":1718000000123}",
+            &ci);
+    FG_CHECK_STR(ci.device_id, "A-z.0_9:x");
+    FG_CHECK_INT(ci.device_id_len, 9);
+    FG_CHECK_STR(ci.sku_region, "UA-43");
+    FG_CHECK_INT(ci.sku_region_len, 5);
+    FG_CHECK_STR(ci.region, "CU");
+    FG_CHECK_INT(ci.region_len, 2);
+    FG_CHECK_STR(ci.model, "Pixel 8");
+    FG_CHECK_INT(ci.model_len, 7);
+    FG_CHECK_STR(ci.fw, "14.2.1");
+    FG_CHECK_INT(ci.fw_len, 6);
+    FG_CHECK_INT(ci.mcc, 368);
+    FG_CHECK_INT(ci.seq, 18446744);
+    FG_CHECK_INT(ci.ts, 1718000000123LL);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_MODEL | FG_CHECKIN_HAS_FW |
+                             FG_CHECKIN_HAS_MCC | FG_CHECKIN_HAS_SEQ |
+                             FG_CHECKIN_HAS_TS);
+}
+
+static void test_json_minimal_and_nulls(void)
+{
+    fg_checkin ci;
+    JSON_OK(with_extra(""), &ci);
+    FG_CHECK_INT(ci.has, 0);
+    FG_CHECK_STR(ci.model, "");
+    FG_CHECK_STR(ci.fw, "");
+    /* A present optional field with a null value is absent. */
+    JSON_OK(with_extra(",\"model\":null,\"fw\":null,\"mcc\":null,\"seq\":null,"
+                       "\"ts\":null"),
+            &ci);
+    FG_CHECK_INT(ci.has, 0);
+    /* Unknown fields are ignored, whatever their type. */
+    JSON_OK(with_extra(",\"battery\":0.5,\"x\":{\"y\":[1,2,{}]},\"v\":7,"
+                       "\"gw\":1,\"MODEL\":3"),
+            &ci);
+    FG_CHECK_INT(ci.has, 0);
+    /* An empty model is a present, empty model. */
+    JSON_OK(with_extra(",\"model\":\"\""), &ci);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_MODEL);
+    FG_CHECK_INT(ci.model_len, 0);
+    /* The buffer need not be NUL-terminated: only len bytes are read. */
+    {
+        const char *body = "{\"device_id\":\"d\",\"sku_region\":\"CN\","
+                           "\"region\":\"CU\"}GARBAGE";
+        fg_checkin_error err;
+        FG_CHECK_INT(fg_checkin_parse_json(body, strlen(body) - 7, &ci, &err),
+                     FG_OK);
+        FG_CHECK_INT(fg_checkin_parse_json(body, strlen(body), &ci, &err),
+                     FG_EINVAL);
+    }
+    /* err may be NULL. */
+    FG_CHECK_INT(fg_checkin_parse_json("[]", 2, &ci, NULL), FG_EINVAL);
+}
+
+/* ---- JSON: each rule ------------------------------------------------- */
+
+static void test_json_required(void)
+{
+    JSON_ERR("{\"sku_region\":\"CN\",\"region\":\"CU\"}", "missing_field",
+             "device_id");
+    JSON_ERR("{\"device_id\":\"d\",\"region\":\"CU\"}", "missing_field",
+             "sku_region");
+    JSON_ERR("{\"device_id\":\"d\",\"sku_region\":\"CN\"}", "missing_field",
+             "region");
+    JSON_ERR("{\"device_id\":null,\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             "missing_field", "device_id");
+    JSON_ERR("{}", "missing_field", "device_id");
+    /* The first bad field in schema order is the one reported. */
+    JSON_ERR("{\"region\":7,\"device_id\":\"a b\"}", "invalid_value",
+             "device_id");
+    JSON_ERR("{\"region\":7,\"device_id\":\"d\",\"sku_region\":\"CN\","
+             "\"mcc\":\"x\"}",
+             "wrong_type", "region");
+}
+
+static void test_json_wrong_types(void)
+{
+    JSON_ERR("{\"device_id\":12,\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             "wrong_type", "device_id");
+    JSON_ERR("{\"device_id\":[\"d\"],\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             "wrong_type", "device_id");
+    JSON_ERR("{\"device_id\":\"d\",\"sku_region\":{},\"region\":\"CU\"}",
+             "wrong_type", "sku_region");
+    JSON_ERR("{\"device_id\":\"d\",\"sku_region\":\"CN\",\"region\":true}",
+             "wrong_type", "region");
+    JSON_ERR(with_extra(",\"model\":8"), "wrong_type", "model");
+    JSON_ERR(with_extra(",\"model\":false"), "wrong_type", "model");
+    JSON_ERR(with_extra(",\"fw\":{\"v\":1}"), "wrong_type", "fw");
+    JSON_ERR(with_extra(",\"fw\":1.5"), "wrong_type", "fw");
+    JSON_ERR(with_extra(",\"mcc\":\"368\""), "wrong_type", "mcc");
+    JSON_ERR(with_extra(",\"mcc\":368.0"), "wrong_type", "mcc");
+    JSON_ERR(with_extra(",\"mcc\":true"), "wrong_type", "mcc");
+    JSON_ERR(with_extra(",\"mcc\":[1]"), "wrong_type", "mcc");
+    JSON_ERR(with_extra(",\"seq\":1.0"), "wrong_type", "seq");
+    JSON_ERR(with_extra(",\"seq\":1e3"), "wrong_type", "seq");
+    JSON_ERR(with_extra(",\"seq\":\"5\""), "wrong_type", "seq");
+    JSON_ERR(with_extra(",\"ts\":\"1718000000000\""), "wrong_type", "ts");
+    JSON_ERR(with_extra(",\"ts\":1718000000000.0"), "wrong_type", "ts");
+    JSON_ERR(with_extra(",\"ts\":{}"), "wrong_type", "ts");
+    /* The detail names what was sent. */
+    {
+        fg_checkin ci;
+        fg_checkin_error err;
+        parse_json(with_extra(",\"mcc\":1.0"), &ci, &err);
+        FG_CHECK(strstr(err.detail, "mcc") != NULL);
+        FG_CHECK(strstr(err.detail, "integer") != NULL);
+    }
+}
+
+static void test_json_device_id(void)
+{
+    fg_checkin ci;
+    char body[512];
+    char *id64 = repeat("a", 64), *id65 = repeat("a", 65);
+
+    snprintf(body, sizeof(body),
+             "{\"device_id\":\"%s\",\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             id64);
+    JSON_OK(body, &ci);
+    FG_CHECK_INT(ci.device_id_len, 64);
+    FG_CHECK_STR(ci.device_id, id64);
+    snprintf(body, sizeof(body),
+             "{\"device_id\":\"%s\",\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             id65);
+    JSON_ERR(body, "too_long", "device_id");
+    JSON_OK("{\"device_id\":\"x\",\"sku_region\":\"CN\",\"region\":\"CU\"}", &ci);
+    JSON_ERR("{\"device_id\":\"\",\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             "invalid_value", "device_id");
+    static const char *const bad[] = {"a b", "a/b", "a+b", "a@b", "\\u00e9",
+                                      "a\\tb", "a#", "{x}", "a,b", "\\u0001"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body),
+                 "{\"device_id\":\"%s\",\"sku_region\":\"CN\",\"region\":\"CU\"}",
+                 bad[i]);
+        JSON_ERR(body, "invalid_value", "device_id");
+    }
+    free(id64);
+    free(id65);
+}
+
+static void test_json_regions(void)
+{
+    fg_checkin ci;
+    char body[256];
+    static const char *const good[] = {"CU", "UA-43", "UA-4", "GB-ENG",
+                                       "US-CA", "FR-75C"};
+    static const char *const bad[] = {"cu", "C", "CUB", "UA-", "UA-1234",
+                                      "UA_43", "ua-43", "UA-4a", "U1", "",
+                                      " CU", "CU ", "UA--4", "UA43"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(body, sizeof(body),
+                 "{\"device_id\":\"d\",\"sku_region\":\"%s\",\"region\":\"%s\"}",
+                 good[i], good[i]);
+        JSON_OK(body, &ci);
+        FG_CHECK_STR(ci.region, good[i]);
+        FG_CHECK_STR(ci.sku_region, good[i]);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body),
+                 "{\"device_id\":\"d\",\"sku_region\":\"%s\",\"region\":\"CU\"}",
+                 bad[i]);
+        JSON_ERR(body, "invalid_value", "sku_region");
+        snprintf(body, sizeof(body),
+                 "{\"device_id\":\"d\",\"sku_region\":\"CU\",\"region\":\"%s\"}",
+                 bad[i]);
+        JSON_ERR(body, "invalid_value", "region");
+    }
+}
+
+static void test_json_text_fields(void)
+{
+    fg_checkin ci;
+    char body[2048];
+    char *a64 = repeat("a", 64), *a65 = repeat("a", 65);
+    char *e64 = repeat("\xc3\xa9", 64), *e65 = repeat("\xc3\xa9", 65);
+    char *g64 = repeat("\xf0\x9f\x98\x80", 64); /* U+1F600, 4 bytes */
+    char *u65 = repeat("\\u00e9", 65);
+    char *f32 = repeat("\xe2\x82\xac", 32), *f33 = repeat("\xe2\x82\xac", 33);
+
+#define BODY_WITH(field, val)                                                 \
+    (snprintf(body, sizeof(body), ",\"%s\":\"%s\"", field, val), with_extra(body))
+
+    JSON_OK(BODY_WITH("model", a64), &ci);
+    FG_CHECK_INT(ci.model_len, 64);
+    JSON_ERR(BODY_WITH("model", a65), "too_long", "model");
+    JSON_OK(BODY_WITH("model", e64), &ci);
+    FG_CHECK_INT(ci.model_len, 128);
+    FG_CHECK_STR(ci.model, e64);
+    JSON_ERR(BODY_WITH("model", e65), "too_long", "model");
+    JSON_ERR(BODY_WITH("model", u65), "too_long", "model");
+    JSON_OK(BODY_WITH("model", g64), &ci);
+    FG_CHECK_INT(ci.model_len, 256);
+    FG_CHECK_STR(ci.model, g64);
+    JSON_OK(BODY_WITH("fw", f32), &ci);
+    FG_CHECK_INT(ci.fw_len, 96);
+    JSON_ERR(BODY_WITH("fw", f33), "too_long", "fw");
+    JSON_OK(BODY_WITH("fw", "12345678901234567890123456789012"), &ci);
+    JSON_ERR(BODY_WITH("fw", "123456789012345678901234567890123"), "too_long",
+             "fw");
+    /* Control characters: C0, tab, newline, DEL. */
+    JSON_ERR(BODY_WITH("model", "a\\u0001b"), "invalid_value", "model");
+    JSON_ERR(BODY_WITH("model", "a\\tb"), "invalid_value", "model");
+    JSON_ERR(BODY_WITH("fw", "1\\n2"), "invalid_value", "fw");
+    JSON_ERR(BODY_WITH("fw", "1\\u007f"), "invalid_value", "fw");
+    JSON_ERR(BODY_WITH("model", "\\u001f"), "invalid_value", "model");
+    /* Not control characters: space, U+0080 region, quotes. */
+    JSON_OK(BODY_WITH("model", "a b \\\"q\\\" \\u00a0 \\u0080"), &ci);
+    /* NUL inside a JSON string: the whole body is refused. */
+    JSON_ERR(BODY_WITH("model", "a\\u0000b"), "invalid_json", NULL);
+    /* Invalid UTF-8 in a JSON body (jansson checks it). */
+    JSON_ERR(BODY_WITH("model", "a\xc3("), "invalid_json", NULL);
+    JSON_ERR(BODY_WITH("model", "\xed\xa0\x80"), "invalid_json", NULL);
+    /* The error detail quotes the input but stays printable ASCII. */
+    {
+        fg_checkin_error err;
+        int ascii = 1;
+        parse_json(BODY_WITH("model", "\xc3\xa9\xc3\xa9\xff\x01"), &ci, &err);
+        for (const char *c = err.detail; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+                ascii = 0;
+        FG_CHECK(ascii);
+        FG_CHECK_STR(err.code, "invalid_json");
+    }
+    /* A lone surrogate escape cannot be represented. */
+    JSON_ERR(BODY_WITH("model", "\\ud800"), "invalid_json", NULL);
+#undef BODY_WITH
+    free(a64);
+    free(a65);
+    free(e64);
+    free(e65);
+    free(g64);
+    free(u65);
+    free(f32);
+    free(f33);
+}
+
+static void test_json_integers(void)
+{
+    fg_checkin ci;
+    JSON_OK(with_extra(",\"mcc\":0"), &ci);
+    FG_CHECK_INT(ci.mcc, 0);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_MCC);
+    JSON_OK(with_extra(",\"mcc\":999"), &ci);
+    FG_CHECK_INT(ci.mcc, 999);
+    JSON_ERR(with_extra(",\"mcc\":1000"), "out_of_range", "mcc");
+    JSON_ERR(with_extra(",\"mcc\":-1"), "out_of_range", "mcc");
+    JSON_ERR(with_extra(",\"mcc\":65536"), "out_of_range", "mcc");
+    JSON_OK(with_extra(",\"seq\":0"), &ci);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_SEQ);
+    JSON_OK(with_extra(",\"seq\":9223372036854775807"), &ci);
+    FG_CHECK(ci.seq == (uint64_t)INT64_MAX);
+    JSON_ERR(with_extra(",\"seq\":-1"), "out_of_range", "seq");
+    /* Documented limit: JSON seq stops at 2^63-1 (jansson's integer). */
+    JSON_ERR(with_extra(",\"seq\":9223372036854775808"), "invalid_json", NULL);
+    JSON_OK(with_extra(",\"ts\":-1"), &ci);
+    FG_CHECK_INT(ci.ts, -1);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_TS);
+    JSON_OK(with_extra(",\"ts\":-9223372036854775808"), &ci);
+    FG_CHECK(ci.ts == INT64_MIN);
+    JSON_OK(with_extra(",\"ts\":9223372036854775807"), &ci);
+    FG_CHECK(ci.ts == INT64_MAX);
+}
+
+static void test_json_body_shape(void)
+{
+    JSON_ERR("", "invalid_json", NULL);
+    JSON_ERR("   ", "invalid_json", NULL);
+    JSON_ERR("{", "invalid_json", NULL);
+    JSON_ERR("{\"device_id\":\"d\",}", "invalid_json", NULL);
+    JSON_ERR("{} {}", "invalid_json", NULL);
+    JSON_ERR("[]", "not_an_object", NULL);
+    JSON_ERR("\"device\"", "not_an_object", NULL);
+    JSON_ERR("42", "not_an_object", NULL);
+    JSON_ERR("null", "not_an_object", NULL);
+    /* Duplicate keys are refused, even with equal values. */
+    JSON_ERR("{\"device_id\":\"a\",\"device_id\":\"a\",\"sku_region\":\"CN\","
+             "\"region\":\"CU\"}",
+             "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":1,\"x\":2"), "invalid_json", NULL);
+    /* Trailing whitespace is fine. */
+    {
+        fg_checkin ci;
+        char body[4200];
+        snprintf(body, sizeof(body), "%s \n", with_extra(""));
+        JSON_OK(body, &ci);
+    }
+}
+
+static void test_json_deep_nesting(void)
+{
+    size_t n = 100000;
+    char *deep = malloc(n + 1), *deep_obj;
+    fg_checkin ci;
+    fg_checkin_error err;
+    rec r;
+    if (!deep)
+        abort();
+    memset(deep, '[', n);
+    deep[n] = '\0';
+    FG_CHECK_INT(fg_checkin_parse_json(deep, n, &ci, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_json(deep, n, 1000, rec_cb, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK_INT(r.n, 0);
+    free(deep);
+    deep_obj = repeat("{\"a\":", 50000);
+    FG_CHECK_INT(parse_json(deep_obj, &ci, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    free(deep_obj);
+}
+
+/* ---- JSON batch ------------------------------------------------------ */
+
+static fg_status batch_json(const char *s, size_t max, rec *r,
+                            fg_checkin_error *err)
+{
+    rec_init(r);
+    return fg_checkin_batch_parse_json(s, strlen(s), max, rec_cb, r, err);
+}
+
+static void test_json_batch(void)
+{
+    rec r;
+    fg_checkin_error err;
+    const char *good = "{\"device_id\":\"a\",\"sku_region\":\"CN\",\"region\":\"CU\"}";
+    char body[1024];
+
+    snprintf(body, sizeof(body),
+             "[%s, 5, {\"device_id\":\"b\",\"region\":\"CU\"}, "
+             "{\"device_id\":\"c\",\"sku_region\":\"UA\",\"region\":\"UA-43\"},"
+             " [], {\"device_id\":\"e\",\"sku_region\":\"CN\",\"region\":\"CU\","
+             "\"mcc\":1.0}]",
+             good);
+    FG_CHECK_INT(batch_json(body, 1000, &r, &err), FG_OK);
+    FG_CHECK(err.code == NULL);
+    FG_CHECK_INT(r.n, 6);
+    for (size_t i = 0; i < 6; i++)
+        FG_CHECK_INT(r.idx[i], i);
+    FG_CHECK(r.valid[0] && !r.valid[1] && !r.valid[2] && r.valid[3] &&
+             !r.valid[4] && !r.valid[5]);
+    FG_CHECK_STR(r.device[0], "a");
+    FG_CHECK_STR(r.device[3], "c");
+    FG_CHECK_STR(r.code[1], "not_an_object");
+    FG_CHECK(r.field[1] == NULL);
+    FG_CHECK_STR(r.code[2], "missing_field");
+    FG_CHECK_STR(r.field[2], "sku_region");
+    FG_CHECK_STR(r.code[4], "not_an_object");
+    FG_CHECK_STR(r.code[5], "wrong_type");
+    FG_CHECK_STR(r.field[5], "mcc");
+
+    /* Whole-body errors: no callback. */
+    FG_CHECK_INT(batch_json(good, 1000, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "not_an_array");
+    FG_CHECK_INT(r.n, 0);
+    FG_CHECK_INT(batch_json("\"x\"", 1000, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "not_an_array");
+    FG_CHECK_INT(batch_json("[]", 1000, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "empty_batch");
+    FG_CHECK_INT(r.n, 0);
+    FG_CHECK_INT(batch_json("[1,2", 1000, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK_INT(batch_json("[{\"a\":1,\"a\":1}]", 1000, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK_INT(r.n, 0);
+
+    /* max_items is inclusive. */
+    snprintf(body, sizeof(body), "[%s,%s,%s]", good, good, good);
+    FG_CHECK_INT(batch_json(body, 3, &r, &err), FG_OK);
+    FG_CHECK_INT(r.n, 3);
+    FG_CHECK_INT(batch_json(body, 2, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "too_many_items");
+    FG_CHECK_INT(r.n, 0);
+
+    /* A callback status other than FG_OK stops the walk and is returned. */
+    rec_init(&r);
+    r.stop_at = 1;
+    FG_CHECK_INT(fg_checkin_batch_parse_json(body, strlen(body), 10, rec_cb, &r,
+                                             &err),
+                 FG_AGAIN);
+    FG_CHECK_INT(r.n, 2);
+}
+
+/* ---- msgpack: single ------------------------------------------------- */
+
+static void test_mp_full(void)
+{
+    mp m;
+    fg_checkin ci;
+    fg_checkin_error err;
+
+    mp_base(&m, 5);
+    mp_kv_str(&m, "model", "Galaxy \xc3\xa9", 9);
+    mp_kv_str(&m, "fw", "1.0", 3);
+    mp_cstr(&m, "mcc");
+    msgpack_pack_uint64(&m.pk, 250);
+    mp_cstr(&m, "seq");
+    msgpack_pack_uint64(&m.pk, UINT64_MAX);
+    mp_cstr(&m, "ts");
+    msgpack_pack_int64(&m.pk, -5);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK_STR(ci.device_id, "dev-1");
+    FG_CHECK_STR(ci.sku_region, "CN");
+    FG_CHECK_STR(ci.region, "CU");
+    FG_CHECK_STR(ci.model, "Galaxy \xc3\xa9");
+    FG_CHECK_INT(ci.model_len, 9);
+    FG_CHECK_STR(ci.fw, "1.0");
+    FG_CHECK_INT(ci.mcc, 250);
+    FG_CHECK(ci.seq == UINT64_MAX);
+    FG_CHECK_INT(ci.ts, -5);
+    FG_CHECK_INT(ci.has, 31);
+
+    /* nil is absent; non-str keys and unknown keys are ignored. */
+    mp_base(&m, 5);
+    mp_cstr(&m, "model");
+    msgpack_pack_nil(&m.pk);
+    msgpack_pack_int(&m.pk, 1);
+    msgpack_pack_str_with_body(&m.pk, "x", 1);
+    msgpack_pack_bin_with_body(&m.pk, "mcc", 3); /* a bin key, not "mcc" */
+    msgpack_pack_str_with_body(&m.pk, "x", 1);
+    mp_cstr(&m, "extra");
+    msgpack_pack_array(&m.pk, 2);
+    msgpack_pack_double(&m.pk, 1.5);
+    msgpack_pack_bin_with_body(&m.pk, "\xff", 1);
+    mp_kv_str(&m, "Model", "\xff", 1); /* keys are case-sensitive */
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK_INT(ci.has, 0);
+
+    /* A record's gateway fields in a device body are just unknown keys. */
+    mp_base(&m, 2);
+    mp_cstr(&m, "v");
+    msgpack_pack_str_with_body(&m.pk, "x", 1);
+    mp_cstr(&m, "gw");
+    msgpack_pack_int(&m.pk, 5);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+}
+
+static void test_mp_fields(void)
+{
+    mp m;
+    fg_checkin ci;
+    fg_checkin_error err;
+
+    /* required */
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 2);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "missing_field", "device_id");
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", "d", 1);
+    mp_cstr(&m, "sku_region");
+    msgpack_pack_nil(&m.pk);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "missing_field", "sku_region");
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 2);
+    mp_kv_str(&m, "device_id", "d", 1);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    MP_ERR(&m, "missing_field", "region");
+
+    /* str types only: bin, int, bool, float, array, map, ext are wrong */
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_cstr(&m, "device_id");
+    msgpack_pack_bin_with_body(&m.pk, "dev", 3);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "wrong_type", "device_id");
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", "d", 1);
+    mp_cstr(&m, "sku_region");
+    msgpack_pack_int(&m.pk, 86);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "wrong_type", "sku_region");
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", "d", 1);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_cstr(&m, "region");
+    msgpack_pack_array(&m.pk, 0);
+    MP_ERR(&m, "wrong_type", "region");
+    mp_base(&m, 1);
+    mp_cstr(&m, "model");
+    msgpack_pack_bin_with_body(&m.pk, "Pixel", 5);
+    MP_ERR(&m, "wrong_type", "model");
+    mp_base(&m, 1);
+    mp_cstr(&m, "fw");
+    msgpack_pack_true(&m.pk);
+    MP_ERR(&m, "wrong_type", "fw");
+    mp_base(&m, 1);
+    mp_cstr(&m, "mcc");
+    msgpack_pack_double(&m.pk, 250.0);
+    MP_ERR(&m, "wrong_type", "mcc");
+    mp_base(&m, 1);
+    mp_cstr(&m, "mcc");
+    msgpack_pack_float(&m.pk, 1.0f);
+    MP_ERR(&m, "wrong_type", "mcc");
+    mp_base(&m, 1);
+    mp_cstr(&m, "seq");
+    mp_cstr(&m, "12");
+    MP_ERR(&m, "wrong_type", "seq");
+    mp_base(&m, 1);
+    mp_cstr(&m, "seq");
+    msgpack_pack_map(&m.pk, 0);
+    MP_ERR(&m, "wrong_type", "seq");
+    mp_base(&m, 1);
+    mp_cstr(&m, "ts");
+    msgpack_pack_ext_with_body(&m.pk, "\0\0\0\0", 4, -1); /* timestamp ext */
+    MP_ERR(&m, "wrong_type", "ts");
+    mp_base(&m, 1);
+    mp_cstr(&m, "ts");
+    msgpack_pack_false(&m.pk);
+    MP_ERR(&m, "wrong_type", "ts");
+
+    /* integer ranges */
+    mp_base(&m, 1);
+    mp_cstr(&m, "mcc");
+    msgpack_pack_int8(&m.pk, -1);
+    MP_ERR(&m, "out_of_range", "mcc");
+    mp_base(&m, 1);
+    mp_cstr(&m, "mcc");
+    msgpack_pack_uint16(&m.pk, 1000);
+    MP_ERR(&m, "out_of_range", "mcc");
+    mp_base(&m, 1);
+    mp_cstr(&m, "mcc");
+    msgpack_pack_uint64(&m.pk, UINT64_MAX);
+    MP_ERR(&m, "out_of_range", "mcc");
+    mp_base(&m, 1);
+    mp_cstr(&m, "seq");
+    msgpack_pack_int64(&m.pk, INT64_MIN);
+    MP_ERR(&m, "out_of_range", "seq");
+    mp_base(&m, 1);
+    mp_cstr(&m, "ts");
+    msgpack_pack_uint64(&m.pk, (uint64_t)INT64_MAX + 1);
+    MP_ERR(&m, "out_of_range", "ts");
+    mp_base(&m, 1);
+    mp_cstr(&m, "ts");
+    msgpack_pack_uint64(&m.pk, (uint64_t)INT64_MAX);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK(ci.ts == INT64_MAX);
+    mp_base(&m, 1);
+    mp_cstr(&m, "ts");
+    msgpack_pack_int64(&m.pk, INT64_MIN);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK(ci.ts == INT64_MIN);
+
+    /* Wide encodings of small values are fine (int64 0xd3 carrying 999). */
+    {
+        const char body[] = "\x84\xa9" "device_id\xa1" "d\xaa" "sku_region\xa2"
+                            "CN\xa6" "region\xa2" "CU\xa3" "mcc"
+                            "\xd3\x00\x00\x00\x00\x00\x00\x03\xe7";
+        FG_CHECK_INT(fg_checkin_parse_msgpack(body, sizeof(body) - 1, &ci, &err),
+                     FG_OK);
+        FG_CHECK_INT(ci.mcc, 999);
+    }
+
+    /* a known key given twice */
+    mp_base(&m, 1);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "invalid_msgpack", "region");
+
+    /* not a map */
+    mp_init(&m);
+    msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_map(&m.pk, 0);
+    MP_ERR(&m, "not_an_object", NULL);
+    mp_init(&m);
+    msgpack_pack_int(&m.pk, 7);
+    MP_ERR(&m, "not_an_object", NULL);
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 0);
+    MP_ERR(&m, "missing_field", "device_id");
+}
+
+static void test_mp_strings(void)
+{
+    mp m;
+    fg_checkin ci;
+    fg_checkin_error err;
+    char *s;
+    static const struct {
+        const char *bytes;
+        size_t len;
+    } bad_utf8[] = {
+        {"\xc0\x80", 2},             /* overlong NUL */
+        {"\xc1\xbf", 2},             /* overlong */
+        {"\xe0\x80\xaf", 3},         /* overlong '/' */
+        {"\xf0\x8f\xbf\xbf", 4},     /* overlong U+FFFF */
+        {"\xed\xa0\x80", 3},         /* surrogate U+D800 */
+        {"\xed\xbf\xbf", 3},         /* surrogate U+DFFF */
+        {"\xf4\x90\x80\x80", 4},     /* U+110000 */
+        {"\xf5\x80\x80\x80", 4},     /* lead byte over range */
+        {"\xff", 1},
+        {"\x80", 1},                 /* lone continuation */
+        {"a\xe2\x82", 3},            /* truncated at end */
+        {"\xe2\x28\xa1", 3},         /* bad continuation */
+        {"\xc3\xa9\xc3", 3},
+    };
+
+    for (size_t i = 0; i < sizeof(bad_utf8) / sizeof(bad_utf8[0]); i++) {
+        mp_base(&m, 1);
+        mp_kv_str(&m, "model", bad_utf8[i].bytes, bad_utf8[i].len);
+        MP_ERR(&m, "invalid_value", "model");
+        mp_base(&m, 1);
+        mp_kv_str(&m, "fw", bad_utf8[i].bytes, bad_utf8[i].len);
+        MP_ERR(&m, "invalid_value", "fw");
+    }
+    /* The largest code points of each length are fine. */
+    mp_base(&m, 1);
+    mp_kv_str(&m, "model", "\x7e\xdf\xbf\xef\xbf\xbf\xf4\x8f\xbf\xbf\xee\x80\x80", 13);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK_INT(ci.model_len, 13);
+    /* NUL, C0 controls and DEL. */
+    mp_base(&m, 1);
+    mp_kv_str(&m, "model", "a\0b", 3);
+    MP_ERR(&m, "invalid_value", "model");
+    mp_base(&m, 1);
+    mp_kv_str(&m, "fw", "1\x1f", 2);
+    MP_ERR(&m, "invalid_value", "fw");
+    mp_base(&m, 1);
+    mp_kv_str(&m, "fw", "\x7f", 1);
+    MP_ERR(&m, "invalid_value", "fw");
+    mp_base(&m, 1);
+    mp_kv_str(&m, "model", "\r", 1);
+    MP_ERR(&m, "invalid_value", "model");
+    /* NUL in device_id and regions. */
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", "ab\0", 3);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "invalid_value", "device_id");
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", "ab", 2);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "C\0", 2);
+    MP_ERR(&m, "invalid_value", "region");
+    /* Lengths in code points: 64 two-byte characters ok, 65 not. */
+    s = repeat("\xd0\x96", 64);
+    mp_base(&m, 1);
+    mp_kv_str(&m, "model", s, strlen(s));
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK_INT(ci.model_len, 128);
+    free(s);
+    s = repeat("\xd0\x96", 65);
+    mp_base(&m, 1);
+    mp_kv_str(&m, "model", s, strlen(s));
+    MP_ERR(&m, "too_long", "model");
+    free(s);
+    s = repeat("\xf0\x9f\x98\x80", 32);
+    mp_base(&m, 1);
+    mp_kv_str(&m, "fw", s, strlen(s));
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK_INT(ci.fw_len, 128);
+    FG_CHECK_STR(ci.fw, s);
+    free(s);
+    s = repeat("x", 33);
+    mp_base(&m, 1);
+    mp_kv_str(&m, "fw", s, strlen(s));
+    MP_ERR(&m, "too_long", "fw");
+    free(s);
+    /* device_id 64 / 65 bytes. */
+    s = repeat("Z", 65);
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", s, 64);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "CU", 2);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+    FG_CHECK_INT(ci.device_id_len, 64);
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 3);
+    mp_kv_str(&m, "device_id", s, 65);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "CU", 2);
+    MP_ERR(&m, "too_long", "device_id");
+    free(s);
+}
+
+/* ---- msgpack: hostile framing ---------------------------------------- */
+
+static void test_mp_prescan(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    rec r;
+    mp m;
+
+    /* Huge declared counts in a few bytes: refused before any allocation. */
+    RAW_ERR("\xdd\xff\xff\xff\xff", 5, "invalid_msgpack");
+    RAW_ERR("\xdf\xff\xff\xff\xff", 5, "invalid_msgpack");
+    RAW_ERR("\xdc\xff\xff\x00", 4, "invalid_msgpack");
+    RAW_ERR("\x81\xdf\x7f\xff\xff\xff\xc0", 7, "invalid_msgpack");
+    RAW_ERR("\xdb\xff\xff\xff\xff" "abc", 8, "invalid_msgpack");
+    RAW_ERR("\xc6\xff\xff\xff\xff", 5, "invalid_msgpack");
+    RAW_ERR("\xc9\xff\xff\xff\xff\x01", 6, "invalid_msgpack");
+    /* A map count needs two bytes per entry. */
+    RAW_ERR("\x81\xc0", 2, "invalid_msgpack");
+    /* Empty, truncated, trailing bytes, reserved byte. */
+    RAW_ERR("", 0, "invalid_msgpack");
+    RAW_ERR("\x82\xa1" "a", 3, "invalid_msgpack");
+    RAW_ERR("\xcf\x00\x00", 3, "invalid_msgpack");
+    RAW_ERR("\xd8\x01\x02", 3, "invalid_msgpack");
+    RAW_ERR("\x80\x80", 2, "invalid_msgpack");
+    RAW_ERR("\x80\xc0", 2, "invalid_msgpack");
+    RAW_ERR("\xc1", 1, "invalid_msgpack");
+    RAW_ERR("\x81\xa1" "a\xc1", 4, "invalid_msgpack");
+    {
+        char batch[5] = "\xdd\xff\xff\xff\xff";
+        rec_init(&r);
+        FG_CHECK_INT(fg_checkin_batch_parse_msgpack(batch, 5, 1000, rec_cb, &r,
+                                                    &err),
+                     FG_EINVAL);
+        FG_CHECK_STR(err.code, "invalid_msgpack");
+        FG_CHECK_INT(r.n, 0);
+    }
+
+    /* Depth: 32 nested containers (the map + 31 in an unknown field) are
+     * fine, 33 are not. */
+    for (int depth = 32; depth <= 33; depth++) {
+        mp_base(&m, 1);
+        mp_cstr(&m, "deep");
+        for (int i = 0; i < depth - 2; i++)
+            msgpack_pack_array(&m.pk, 1);
+        msgpack_pack_array(&m.pk, 0);
+        if (depth == 32)
+            FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+        else
+            MP_ERR(&m, "invalid_msgpack", NULL);
+    }
+    {
+        size_t n = 100000;
+        char *deep = malloc(n);
+        if (!deep)
+            abort();
+        memset(deep, 0x91, n);
+        RAW_ERR(deep, n, "invalid_msgpack");
+        rec_init(&r);
+        FG_CHECK_INT(fg_checkin_batch_parse_msgpack(deep, n, 1000, rec_cb, &r,
+                                                    &err),
+                     FG_EINVAL);
+        FG_CHECK_STR(err.code, "invalid_msgpack");
+        free(deep);
+    }
+}
+
+/* ---- msgpack batch --------------------------------------------------- */
+
+static void mp_item(mp *m, const char *id, const char *sku, const char *region)
+{
+    msgpack_pack_map(&m->pk, 3);
+    mp_kv_str(m, "device_id", id, strlen(id));
+    mp_kv_str(m, "sku_region", sku, strlen(sku));
+    mp_kv_str(m, "region", region, strlen(region));
+}
+
+static void test_mp_batch(void)
+{
+    mp m;
+    rec r;
+    fg_checkin_error err;
+    fg_status st;
+
+    mp_init(&m);
+    msgpack_pack_array(&m.pk, 5);
+    mp_item(&m, "a", "CN", "CU");
+    msgpack_pack_str_with_body(&m.pk, "b", 1);
+    mp_item(&m, "c", "CN", "cu");
+    mp_item(&m, "d", "UA-43", "UA");
+    msgpack_pack_nil(&m.pk);
+    rec_init(&r);
+    st = fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 1000, rec_cb, &r,
+                                        &err);
+    FG_CHECK_INT(st, FG_OK);
+    FG_CHECK_INT(r.n, 5);
+    for (size_t i = 0; i < 5; i++)
+        FG_CHECK_INT(r.idx[i], i);
+    FG_CHECK(r.valid[0] && !r.valid[1] && !r.valid[2] && r.valid[3] &&
+             !r.valid[4]);
+    FG_CHECK_STR(r.device[0], "a");
+    FG_CHECK_STR(r.device[3], "d");
+    FG_CHECK_STR(r.code[1], "not_an_object");
+    FG_CHECK_STR(r.code[2], "invalid_value");
+    FG_CHECK_STR(r.field[2], "region");
+    FG_CHECK_STR(r.code[4], "not_an_object");
+
+    /* max_items inclusive, checked on the header before decoding items. */
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 5, rec_cb,
+                                                &r, &err),
+                 FG_OK);
+    FG_CHECK_INT(r.n, 5);
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 4, rec_cb,
+                                                &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "too_many_items");
+    FG_CHECK_INT(r.n, 0);
+
+    /* A stop status from the callback is returned. */
+    rec_init(&r);
+    r.stop_at = 0;
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 5, rec_cb,
+                                                &r, &err),
+                 FG_AGAIN);
+    FG_CHECK_INT(r.n, 1);
+    msgpack_sbuffer_destroy(&m.sb);
+
+    /* array16 and array32 headers */
+    mp_init(&m);
+    msgpack_pack_array(&m.pk, 20);
+    for (int i = 0; i < 20; i++)
+        mp_item(&m, "x", "CN", "CU");
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 1000,
+                                                rec_cb, &r, &err),
+                 FG_OK);
+    FG_CHECK_INT(r.n, 20);
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 19,
+                                                rec_cb, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "too_many_items");
+    FG_CHECK_INT(r.n, 0);
+    msgpack_sbuffer_destroy(&m.sb);
+    {
+        char body[64] = "\xdd\x00\x00\x00\x01\x83";
+        size_t n = 6;
+        memcpy(body + n, "\xa9" "device_id\xa1" "d", 12);
+        n += 12;
+        memcpy(body + n, "\xaa" "sku_region\xa2" "CN", 14);
+        n += 14;
+        memcpy(body + n, "\xa6" "region\xa2" "UA", 10);
+        n += 10;
+        rec_init(&r);
+        FG_CHECK_INT(fg_checkin_batch_parse_msgpack(body, n, 1, rec_cb, &r,
+                                                    &err),
+                     FG_OK);
+        FG_CHECK_INT(r.n, 1);
+        FG_CHECK(r.valid[0]);
+    }
+
+    /* Whole-body errors. */
+    mp_init(&m);
+    mp_item(&m, "a", "CN", "CU");
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(m.sb.data, m.sb.size, 10,
+                                                rec_cb, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "not_an_array");
+    FG_CHECK_INT(r.n, 0);
+    msgpack_sbuffer_destroy(&m.sb);
+    rec_init(&r);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("\x90", 1, 10, rec_cb, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "empty_batch");
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("\xdc\x00\x00", 3, 10, rec_cb,
+                                                &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "empty_batch");
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("\x92\x80", 2, 10, rec_cb, &r,
+                                                &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_msgpack");
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("", 0, 10, rec_cb, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_msgpack");
+    FG_CHECK_INT(r.n, 0);
+}
+
+/* ---- record ---------------------------------------------------------- */
+
+static void fill_full(fg_checkin *ci)
+{
+    fg_checkin_error err;
+    const char *body =
+        "{\"device_id\":\"imei:35-1234.x_y\",\"sku_region\":\"UA-43\","
+        "\"region\":\"GB-ENG\",\"model\":\"\\u00c9cran \\ud83d\\ude00 8\","
+        "\"fw\":\"v1.2\",\"mcc\":255,\"seq\":42,\"ts\":-1718000000000}";
+    if (fg_checkin_parse_json(body, strlen(body), ci, &err) != FG_OK)
+        abort();
+}
+
+static int same_checkin(const fg_checkin *a, const fg_checkin *b)
+{
+    return strcmp(a->device_id, b->device_id) == 0 &&
+           a->device_id_len == b->device_id_len &&
+           strcmp(a->sku_region, b->sku_region) == 0 &&
+           a->sku_region_len == b->sku_region_len &&
+           strcmp(a->region, b->region) == 0 && a->region_len == b->region_len &&
+           a->has == b->has && a->model_len == b->model_len &&
+           memcmp(a->model, b->model, a->model_len + 1) == 0 &&
+           a->fw_len == b->fw_len && memcmp(a->fw, b->fw, a->fw_len + 1) == 0 &&
+           a->mcc == b->mcc && a->seq == b->seq && a->ts == b->ts;
+}
+
+static void test_record_roundtrip(void)
+{
+    fg_checkin ci, back;
+    fg_checkin_meta meta;
+    fg_checkin_error err;
+    char out[FG_CHECKIN_RECORD_MAX];
+    size_t n;
+
+    fill_full(&ci);
+    n = fg_checkin_encode(&ci, 1718000000999LL, "gw-a:1", out, sizeof(out));
+    FG_CHECK(n > 0);
+    memset(&back, 0x5a, sizeof(back));
+    memset(&meta, 0x5a, sizeof(meta));
+    FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, &meta, &err), FG_OK);
+    FG_CHECK(same_checkin(&ci, &back));
+    FG_CHECK_INT(back.has, 31);
+    FG_CHECK_INT(back.ts, -1718000000000LL);
+    FG_CHECK_INT(meta.v, 1);
+    FG_CHECK_INT(meta.recv_ts, 1718000000999LL);
+    FG_CHECK_STR(meta.gw, "gw-a:1");
+    /* meta may be NULL */
+    FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, NULL, &err), FG_OK);
+
+    /* Optional fields absent: they stay absent. */
+    JSON_OK(with_extra(""), &ci);
+    n = fg_checkin_encode(&ci, -7, "", out, sizeof(out));
+    FG_CHECK(n > 0);
+    memset(&back, 0x5a, sizeof(back));
+    FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, &meta, &err), FG_OK);
+    FG_CHECK(same_checkin(&ci, &back));
+    FG_CHECK_INT(back.has, 0);
+    FG_CHECK_INT(meta.recv_ts, -7);
+    FG_CHECK_STR(meta.gw, "");
+
+    /* Each optional field alone, at its extremes. */
+    static const char *const extras[] = {
+        ",\"model\":\"\"", ",\"fw\":\"x\"", ",\"mcc\":0", ",\"mcc\":999",
+        ",\"seq\":0", ",\"seq\":9223372036854775807",
+        ",\"ts\":-9223372036854775808", ",\"ts\":9223372036854775807"};
+    for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i++) {
+        JSON_OK(with_extra(extras[i]), &ci);
+        n = fg_checkin_encode(&ci, 0, "g", out, sizeof(out));
+        FG_CHECK(n > 0);
+        FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, NULL, &err), FG_OK);
+        FG_CHECK(same_checkin(&ci, &back));
+    }
+    /* seq beyond JSON's reach: full uint64 from msgpack. */
+    {
+        mp m;
+        mp_base(&m, 1);
+        mp_cstr(&m, "seq");
+        msgpack_pack_uint64(&m.pk, UINT64_MAX);
+        FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+        n = fg_checkin_encode(&ci, 0, "g", out, sizeof(out));
+        FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, NULL, &err), FG_OK);
+        FG_CHECK(back.seq == UINT64_MAX);
+    }
+}
+
+static void test_record_sizes(void)
+{
+    fg_checkin ci, back;
+    fg_checkin_error err;
+    char out[FG_CHECKIN_RECORD_MAX + 64];
+    char gw[FG_GW_ID_MAX + 2];
+    char body[2048];
+    char *id = repeat("d", 64), *model = repeat("\xf0\x9f\x98\x80", 64);
+    char *fw = repeat("\xf0\x9f\x98\x80", 32);
+    size_t n;
+
+    /* The largest record fits in FG_CHECKIN_RECORD_MAX. */
+    snprintf(body, sizeof(body),
+             "{\"device_id\":\"%s\",\"sku_region\":\"UA-ABC\",\"region\":"
+             "\"GB-ENG\",\"model\":\"%s\",\"fw\":\"%s\",\"mcc\":999,"
+             "\"seq\":9223372036854775807,\"ts\":-9223372036854775808}",
+             id, model, fw);
+    JSON_OK(body, &ci);
+    memset(gw, 'g', FG_GW_ID_MAX);
+    gw[FG_GW_ID_MAX] = '\0';
+    n = fg_checkin_encode(&ci, INT64_MIN, gw, out, FG_CHECKIN_RECORD_MAX);
+    FG_CHECK(n > 0 && n <= FG_CHECKIN_RECORD_MAX);
+    FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, NULL, &err), FG_OK);
+    FG_CHECK(same_checkin(&ci, &back));
+
+    /* Every cap below the needed length fails; the exact length works. */
+    {
+        int all_zero = 1;
+        for (size_t cap = 0; cap < n; cap++) {
+            if (fg_checkin_encode(&ci, INT64_MIN, gw, out, cap) != 0)
+                all_zero = 0;
+        }
+        FG_CHECK(all_zero);
+        FG_CHECK_INT(fg_checkin_encode(&ci, INT64_MIN, gw, out, n), n);
+    }
+    /* A cap too small never writes past it. */
+    memset(out, 0x77, sizeof(out));
+    FG_CHECK_INT(fg_checkin_encode(&ci, 0, gw, out, 100), 0);
+    FG_CHECK((unsigned char)out[100] == 0x77);
+
+    /* gw_id longer than FG_GW_ID_MAX is refused; NULL is "". */
+    memset(gw, 'g', FG_GW_ID_MAX + 1);
+    gw[FG_GW_ID_MAX + 1] = '\0';
+    FG_CHECK_INT(fg_checkin_encode(&ci, 0, gw, out, sizeof(out)), 0);
+    n = fg_checkin_encode(&ci, 0, NULL, out, sizeof(out));
+    FG_CHECK(n > 0);
+    {
+        fg_checkin_meta meta;
+        FG_CHECK_INT(fg_checkin_decode_record(out, n, &back, &meta, &err), FG_OK);
+        FG_CHECK_STR(meta.gw, "");
+    }
+    free(id);
+    free(model);
+    free(fw);
+}
+
+/* The record on the wire: a msgpack map with exactly the documented keys. */
+static void test_record_wire(void)
+{
+    fg_checkin ci;
+    char out[FG_CHECKIN_RECORD_MAX];
+    size_t n, off = 0;
+    msgpack_unpacked up;
+    char keys[512] = "";
+
+    fill_full(&ci);
+    n = fg_checkin_encode(&ci, 5, "gw1", out, sizeof(out));
+    msgpack_unpacked_init(&up);
+    FG_CHECK_INT(msgpack_unpack_next(&up, out, n, &off), MSGPACK_UNPACK_SUCCESS);
+    FG_CHECK_INT(off, n);
+    FG_CHECK_INT(up.data.type, MSGPACK_OBJECT_MAP);
+    for (uint32_t i = 0; up.data.type == MSGPACK_OBJECT_MAP &&
+                         i < up.data.via.map.size; i++) {
+        const msgpack_object_kv *kv = &up.data.via.map.ptr[i];
+        FG_CHECK_INT(kv->key.type, MSGPACK_OBJECT_STR);
+        strncat(keys, kv->key.via.str.ptr, kv->key.via.str.size);
+        strcat(keys, ",");
+        if (kv->key.via.str.size == 1 && kv->key.via.str.ptr[0] == 'v') {
+            FG_CHECK_INT(kv->val.type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+            FG_CHECK_INT(kv->val.via.u64, 1);
+        }
+    }
+    FG_CHECK_STR(keys, "device_id,sku_region,region,model,fw,mcc,seq,ts,v,"
+                       "recv_ts,gw,");
+    msgpack_unpacked_destroy(&up);
+}
+
+/* Hand-made records: decode_record re-validates everything. */
+static void test_record_decode_errors(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    mp m;
+
+    struct {
+        int v_kind;        /* 0 absent, 1 int, 2 string */
+        int64_t v;
+        int recv;          /* 0 absent, 1 int, 2 float */
+        int gw;            /* 0 absent, 1 ok, 2 too long, 3 int, 4 NUL */
+        const char *code, *field;
+    } cases[] = {
+        {1, 1, 1, 1, NULL, NULL},
+        {0, 0, 1, 1, "missing_field", "v"},
+        {1, 2, 1, 1, "invalid_value", "v"},
+        {1, 0, 1, 1, "invalid_value", "v"},
+        {1, -1, 1, 1, "out_of_range", "v"},
+        {2, 0, 1, 1, "wrong_type", "v"},
+        {1, 1, 0, 1, "missing_field", "recv_ts"},
+        {1, 1, 2, 1, "wrong_type", "recv_ts"},
+        {1, 1, 1, 0, "missing_field", "gw"},
+        {1, 1, 1, 2, "too_long", "gw"},
+        {1, 1, 1, 3, "wrong_type", "gw"},
+        {1, 1, 1, 4, "invalid_value", "gw"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char longgw[FG_GW_ID_MAX + 1];
+        fg_status st;
+        int ok;
+        memset(longgw, 'g', sizeof(longgw));
+        mp_base(&m, (cases[i].v_kind ? 1 : 0) + (cases[i].recv ? 1 : 0) +
+                        (cases[i].gw ? 1 : 0));
+        if (cases[i].v_kind == 1) {
+            mp_cstr(&m, "v");
+            msgpack_pack_int64(&m.pk, cases[i].v);
+        } else if (cases[i].v_kind == 2) {
+            mp_kv_str(&m, "v", "1", 1);
+        }
+        if (cases[i].recv == 1) {
+            mp_cstr(&m, "recv_ts");
+            msgpack_pack_int64(&m.pk, 12);
+        } else if (cases[i].recv == 2) {
+            mp_cstr(&m, "recv_ts");
+            msgpack_pack_double(&m.pk, 12.0);
+        }
+        if (cases[i].gw == 1)
+            mp_kv_str(&m, "gw", "gw-1", 4);
+        else if (cases[i].gw == 2)
+            mp_kv_str(&m, "gw", longgw, sizeof(longgw));
+        else if (cases[i].gw == 3) {
+            mp_cstr(&m, "gw");
+            msgpack_pack_int(&m.pk, 3);
+        } else if (cases[i].gw == 4)
+            mp_kv_str(&m, "gw", "g\0w", 3);
+        st = fg_checkin_decode_record(m.sb.data, m.sb.size, &ci, NULL, &err);
+        msgpack_sbuffer_destroy(&m.sb);
+        if (!cases[i].code)
+            ok = st == FG_OK;
+        else
+            ok = st == FG_EINVAL && err.code && err.field &&
+                 strcmp(err.code, cases[i].code) == 0 &&
+                 strcmp(err.field, cases[i].field) == 0;
+        FG_CHECK(ok);
+        if (!ok)
+            fprintf(stderr, "  record case %zu: %d %s/%s (%s)\n", i, st,
+                    err.code ? err.code : "-", err.field ? err.field : "-",
+                    err.detail);
+    }
+
+    /* Schema fields are re-validated: a bad region in a record. */
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 6);
+    mp_kv_str(&m, "device_id", "d", 1);
+    mp_kv_str(&m, "sku_region", "CN", 2);
+    mp_kv_str(&m, "region", "Cuba", 4);
+    mp_cstr(&m, "v");
+    msgpack_pack_int(&m.pk, 1);
+    mp_cstr(&m, "recv_ts");
+    msgpack_pack_int(&m.pk, 1);
+    mp_kv_str(&m, "gw", "g", 1);
+    FG_CHECK_INT(fg_checkin_decode_record(m.sb.data, m.sb.size, &ci, NULL, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_value");
+    FG_CHECK_STR(err.field, "region");
+    msgpack_sbuffer_destroy(&m.sb);
+
+    /* Framing: truncated record, trailing byte, JSON bytes. */
+    {
+        char out[FG_CHECKIN_RECORD_MAX + 1];
+        size_t n;
+        fill_full(&ci);
+        n = fg_checkin_encode(&ci, 1, "g", out, sizeof(out));
+        FG_CHECK_INT(fg_checkin_decode_record(out, n - 1, &ci, NULL, &err),
+                     FG_EINVAL);
+        FG_CHECK_STR(err.code, "invalid_msgpack");
+        out[n] = '\0';
+        FG_CHECK_INT(fg_checkin_decode_record(out, n + 1, &ci, NULL, &err),
+                     FG_EINVAL);
+        FG_CHECK_STR(err.code, "invalid_msgpack");
+        FG_CHECK_INT(fg_checkin_decode_record("{}", 2, &ci, NULL, &err),
+                     FG_EINVAL);
+    }
+}
+
+FG_TEST_MAIN(test_json_full, test_json_minimal_and_nulls, test_json_required,
+             test_json_wrong_types, test_json_device_id, test_json_regions,
+             test_json_text_fields, test_json_integers, test_json_body_shape,
+             test_json_deep_nesting, test_json_batch, test_mp_full,
+             test_mp_fields, test_mp_strings, test_mp_prescan, test_mp_batch,
+             test_record_roundtrip, test_record_sizes, test_record_wire,
+             test_record_decode_errors)
