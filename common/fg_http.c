@@ -52,6 +52,8 @@ struct fg_http_req {
     int url_done; /* the URL has been NUL-terminated */
     char *body;
     size_t body_len, body_cap;
+    size_t reserved; /* bytes counted in budget->body_bytes */
+    fg_http_conn_budget *budget;
     const char *path_cached;
     size_t path_len;
     const char *query;
@@ -90,6 +92,7 @@ struct fg_http_server {
     fg_http_conn_budget *budget;
     fg_http_handler handler;
     void *ud;
+    fg_http_reject_cb on_reject;
     const struct timeval *tv_read, *tv_idle, *tv_write;
     fg_http_conn *conns;
     size_t nconns, inflight;
@@ -131,18 +134,43 @@ static fg_http_req *req_get(fg_http_server *srv, fg_http_conn *c)
     req->keep_alive = 0;
     req->head = 0;
     req->saw_te = req->saw_cl = 0;
+    req->reserved = 0;
     req->arena = arena;
     req->arena_cap = acap;
     req->body = body;
     req->body_cap = bcap;
     req->c = c;
+    req->budget = srv ? srv->budget : NULL;
     return req;
+}
+
+static void req_unreserve(fg_http_req *req)
+{
+    if (req->reserved && req->budget)
+        atomic_fetch_sub(&req->budget->body_bytes, (long)req->reserved);
+    req->reserved = 0;
+}
+
+/* Counts n more body bytes against the shared budget. */
+static int req_reserve(fg_http_req *req, size_t n)
+{
+    fg_http_conn_budget *b = req->budget;
+    if (!b || b->max_body_bytes <= 0 || n == 0)
+        return 0;
+    long after = atomic_fetch_add(&b->body_bytes, (long)n) + (long)n;
+    if (after > b->max_body_bytes) {
+        atomic_fetch_sub(&b->body_bytes, (long)n);
+        return -1;
+    }
+    req->reserved += n;
+    return 0;
 }
 
 static void req_put(fg_http_server *srv, fg_http_req *req)
 {
     if (!req)
         return;
+    req_unreserve(req);
     if (srv && srv->req_cached < FG_HTTP_REQ_CACHE) {
         if (req->arena_cap > FG_HTTP_KEEP_ARENA) {
             free(req->arena);
@@ -313,6 +341,10 @@ static int on_headers_complete(http_parser *p)
     }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > 0) {
         size_t want = (size_t)p->content_length;
+        if (req_reserve(req, want) != 0) {
+            req_fail(req, 503, "overloaded");
+            return -1;
+        }
         if (req->body_cap < want) {
             char *nb = realloc(req->body, want);
             if (!nb) {
@@ -346,6 +378,11 @@ static int on_body(http_parser *p, const char *at, size_t n)
             ncap *= 2;
         if (ncap > maxb)
             ncap = maxb;
+        if (ncap > req->reserved &&
+            req_reserve(req, ncap - req->reserved) != 0) {
+            req_fail(req, 503, "overloaded");
+            return -1;
+        }
         char *nb = realloc(req->body, ncap);
         if (!nb) {
             req_fail(req, 503, "no_memory");
@@ -608,7 +645,10 @@ static void conn_fail(fg_http_conn *c, int status, const char *code)
     c->inflight = 0;
     c->in_len = 0;
     event_del(&c->rev);
-    fg_http_respond_error(req, status, code, NULL, NULL);
+    if (c->srv && c->srv->on_reject)
+        c->srv->on_reject(c->srv->ud, status, code);
+    fg_http_respond_error(req, status, code, NULL,
+                          status == 503 ? "Retry-After: 1\r\n" : NULL);
 }
 
 /* Parses data (which may be c->in itself). Returns -1 when c was freed. */
@@ -908,6 +948,11 @@ fg_http_server *fg_http_server_new(struct event_base *base, int fd,
         return NULL;
     }
     return srv;
+}
+
+void fg_http_server_on_reject(fg_http_server *srv, fg_http_reject_cb cb)
+{
+    srv->on_reject = cb;
 }
 
 void fg_http_server_drain(fg_http_server *srv)

@@ -47,7 +47,17 @@ typedef struct fg_http_limits {
 typedef struct fg_http_conn_budget {
     atomic_long open;
     long max;
+    /* Request bodies held in memory (being received or with a handler),
+     * across every server sharing the budget; 0 = unbounded. A request
+     * that would go over gets 503 with Retry-After and the connection is
+     * closed. */
+    atomic_long body_bytes;
+    long max_body_bytes;
 } fg_http_conn_budget;
+
+/* Called when the HTTP layer answers a request itself (400 bad request,
+ * 408, 413, 431, 503 over the memory budget), for metrics. */
+typedef void (*fg_http_reject_cb)(void *ud, int status, const char *code);
 
 /* Creates a server that accepts on fd (a bound, listening, non-blocking
  * socket; ownership transferred on success) on base (borrowed). limits is
@@ -58,6 +68,10 @@ fg_http_server *fg_http_server_new(struct event_base *base, int fd,
                                    fg_http_conn_budget *budget,
                                    fg_http_handler handler, void *ud,
                                    char *errbuf, size_t errlen);
+
+/* Registers cb (called on the loop thread) for answers the layer gives on
+ * its own. */
+void fg_http_server_on_reject(fg_http_server *srv, fg_http_reject_cb cb);
 
 /* Stops accepting (closes the listening socket). Open connections go on;
  * each closes after its current request has been answered, and idle ones

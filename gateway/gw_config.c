@@ -44,6 +44,10 @@ static const fg_conf_slot gw_slots[] = {
             1024, 1 << 20, "Largest request line plus headers; larger gets 431."),
     GW_SLOT("gateway.max_connections", FG_CONF_INT, "20000", max_connections, 1,
             1000000, "Open device connections across all threads."),
+    GW_SLOT("gateway.max_inflight_bytes", FG_CONF_SIZE, "256m",
+            max_inflight_bytes, 0, (int64_t)1 << 40,
+            "Request bodies held in memory at once, all threads; past it new "
+            "requests get 503 with Retry-After. 0 = no limit."),
     GW_SLOT("gateway.read_timeout", FG_CONF_DURATION, "10s", read_timeout_ms, 100,
             3600000, "Deadline to receive a whole request once it started (408)."),
     GW_SLOT("gateway.idle_timeout", FG_CONF_DURATION, "60s", idle_timeout_ms, 100,
@@ -280,7 +284,7 @@ rd_kafka_conf_t *gw_config_producer(const gw_config *cfg, char *errbuf,
         {"linger.ms", "2"},
         {"message.timeout.ms", "10000"},
         {"queue.buffering.max.messages", "200000"},
-        {"queue.buffering.max.kbytes", "262144"},
+        {"queue.buffering.max.kbytes", "65536"},
     };
     for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
         if (fg_kafka_conf_set(kc, defaults[i][0], defaults[i][1], errbuf,

@@ -26,6 +26,7 @@ typedef struct gw_config {
     int64_t max_batch;
     int64_t max_header_bytes;
     int64_t max_connections;
+    int64_t max_inflight_bytes;
     int64_t read_timeout_ms;
     int64_t idle_timeout_ms;
     int64_t write_timeout_ms;

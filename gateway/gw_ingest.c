@@ -617,6 +617,21 @@ static void on_request(void *ud, fg_http_req *req)
         handle_batch(w, req, in, out);
 }
 
+/* The HTTP layer answered on its own (malformed, too large, too slow,
+ * over the memory budget). */
+static void on_reject(void *ud, int status, const char *code)
+{
+    gw_worker *w = ud;
+    char labels[96];
+    snprintf(labels, sizeof(labels), "code=\"%d\",reason=\"%s\"", status,
+             code);
+    fg_counter_add(fg_metrics_counter(w->mx->m, "fleetgate_http_rejected_total",
+                                      "Requests the HTTP layer refused before "
+                                      "routing, by status and reason.",
+                                      labels),
+                   1);
+}
+
 /* ---- Kafka events ---- */
 
 static int err_means_down(rd_kafka_resp_err_t err)
@@ -798,6 +813,7 @@ gw_worker *gw_worker_new(gw_shared *sh, int index, char *errbuf,
     if (!w->srv)
         goto fail;
     fd = -1;
+    fg_http_server_on_reject(w->srv, on_reject);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_tick = evtimer_new(w->base, on_drain_tick, w);
     if (!w->stop_ev || !w->drain_tick) {

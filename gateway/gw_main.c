@@ -73,6 +73,11 @@ static double connections_fn(void *ud)
     return (double)atomic_load(&((gw_shared *)ud)->budget.open);
 }
 
+static double inflight_bytes_fn(void *ud)
+{
+    return (double)atomic_load(&((gw_shared *)ud)->budget.body_bytes);
+}
+
 int main(int argc, char **argv)
 {
     gw_app app;
@@ -114,6 +119,7 @@ int main(int argc, char **argv)
     sh.locks = store;
     sh.markets = markets;
     sh.budget.max = (long)app.cfg.max_connections;
+    sh.budget.max_body_bytes = (long)app.cfg.max_inflight_bytes;
     sh.mx = gw_ingest_metrics_new(m);
     if (!sh.mx)
         goto out;
@@ -148,6 +154,9 @@ int main(int argc, char **argv)
                         "Records held by the producers (queued, in flight or "
                         "awaiting their delivery report).",
                         "", queue_depth_fn, &app);
+    fg_metrics_gauge_fn(m, "fleetgate_http_inflight_body_bytes",
+                        "Request body bytes held in memory.", "",
+                        inflight_bytes_fn, &sh);
     fg_metrics_gauge_fn(m, "fleetgate_http_connections",
                         "Open device connections.", "", connections_fn, &sh);
     app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
