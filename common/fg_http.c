@@ -553,6 +553,52 @@ static void conn_next(fg_http_conn *c)
     }
 }
 
+/* Appends s (n bytes) at *at when it fits under end. */
+static void head_put(char **at, const char *end, const char *s, size_t n)
+{
+    if ((size_t)(end - *at) < n)
+        n = (size_t)(end - *at);
+    memcpy(*at, s, n);
+    *at += n;
+}
+
+/* The status line and fixed headers, without snprintf: this runs once per
+ * answer. Returns the length written (at most cap). */
+static size_t format_head(char *out, size_t cap, int status, const char *date,
+                          size_t len, const char *content_type, int close)
+{
+    char num[24];
+    char *at = out;
+    const char *end = out + cap;
+    head_put(&at, end, "HTTP/1.1 ", 9);
+    num[0] = (char)('0' + (status / 100) % 10);
+    num[1] = (char)('0' + (status / 10) % 10);
+    num[2] = (char)('0' + status % 10);
+    num[3] = ' ';
+    head_put(&at, end, num, 4);
+    const char *reason = fg_http_status_text(status);
+    head_put(&at, end, reason, strlen(reason));
+    static const char fixed[] = "\r\nServer: fleetgate\r\nDate: ";
+    head_put(&at, end, fixed, sizeof(fixed) - 1);
+    head_put(&at, end, date, strlen(date));
+    head_put(&at, end, "\r\nContent-Length: ", 18);
+    int i = (int)sizeof(num);
+    do {
+        num[--i] = (char)('0' + len % 10);
+        len /= 10;
+    } while (len && i > 0);
+    head_put(&at, end, num + i, sizeof(num) - (size_t)i);
+    head_put(&at, end, "\r\n", 2);
+    if (content_type) {
+        head_put(&at, end, "Content-Type: ", 14);
+        head_put(&at, end, content_type, strlen(content_type));
+        head_put(&at, end, "\r\n", 2);
+    }
+    if (close)
+        head_put(&at, end, "Connection: close\r\n", 19);
+    return (size_t)(at - out);
+}
+
 static int status_closes(int status)
 {
     return status == 400 || status == 408 || status == 413 || status == 431;
@@ -576,20 +622,12 @@ void fg_http_respond(fg_http_req *req, int status, const char *content_type,
     if (!req->keep_alive || status_closes(status) || srv->draining)
         c->close_after = 1;
     char head[512];
-    int hn = snprintf(head, sizeof(head),
-                      "HTTP/1.1 %d %s\r\nServer: fleetgate\r\nDate: %s\r\n"
-                      "Content-Length: %zu\r\n%s%s%s%s",
-                      status, fg_http_status_text(status), date_header(srv),
-                      len, content_type ? "Content-Type: " : "",
-                      content_type ? content_type : "",
-                      content_type ? "\r\n" : "",
-                      c->close_after ? "Connection: close\r\n" : "");
-    if (hn < 0 || (size_t)hn >= sizeof(head))
-        hn = 0;
+    size_t hn = format_head(head, sizeof(head), status, date_header(srv), len,
+                            content_type, c->close_after);
     struct iovec iov[4];
     int n = 0;
     iov[n].iov_base = head;
-    iov[n++].iov_len = (size_t)hn;
+    iov[n++].iov_len = hn;
     if (extra_headers) {
         iov[n].iov_base = (void *)extra_headers;
         iov[n++].iov_len = strlen(extra_headers);
@@ -1135,8 +1173,10 @@ const char *fg_http_req_query(const fg_http_req *req)
 
 const char *fg_http_req_header(const fg_http_req *req, const char *name)
 {
+    size_t nl = strlen(name);
     for (int i = 0; i < req->nhdr; i++) {
-        if (strcasecmp(req->arena + req->hdr[i].name, name) == 0)
+        if (req->hdr[i].name_len == nl &&
+            strcasecmp(req->arena + req->hdr[i].name, name) == 0)
             return req->hdr[i].value ? req->arena + req->hdr[i].value : "";
     }
     return NULL;

@@ -63,8 +63,15 @@ static void put(gw_buf *b, const char *s, size_t n)
 static void put_i64(gw_buf *b, int64_t v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
-    put(b, tmp, (size_t)n);
+    int i = (int)sizeof(tmp);
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        tmp[--i] = '-';
+    put(b, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
 /* A JSON string; s is valid UTF-8 (validated on the way in). */
