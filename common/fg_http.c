@@ -599,11 +599,6 @@ static size_t format_head(char *out, size_t cap, int status, const char *date,
     return (size_t)(at - out);
 }
 
-static int status_closes(int status)
-{
-    return status == 400 || status == 408 || status == 413 || status == 431;
-}
-
 void fg_http_respond(fg_http_req *req, int status, const char *content_type,
                      const void *body, size_t len, const char *extra_headers)
 {
@@ -619,7 +614,7 @@ void fg_http_respond(fg_http_req *req, int status, const char *content_type,
         conn_free(c);
         return;
     }
-    if (!req->keep_alive || status_closes(status) || srv->draining)
+    if (!req->keep_alive || srv->draining)
         c->close_after = 1;
     char head[512];
     size_t hn = format_head(head, sizeof(head), status, date_header(srv), len,
@@ -880,7 +875,7 @@ static void conn_reject_busy(int fd)
 {
     static const char busy[] =
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        "Retry-After: 1\r\nConnection: close\r\nContent-Length: 29\r\n\r\n"
+        "Retry-After: 1\r\nConnection: close\r\nContent-Length: 32\r\n\r\n"
         "{\"error\":\"too_many_connections\"}";
     ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;

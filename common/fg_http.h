@@ -116,10 +116,10 @@ int fg_http_req_orphaned(const fg_http_req *req);
 
 /* Answers req and releases it: status, Content-Type (may be NULL when
  * len is 0), body (copied), and extra_headers ("Retry-After: 1\r\n", each
- * line CRLF-terminated, or NULL). The connection closes after the answer
- * when the client asked for it, the server is draining, or status is one
- * after which the request stream cannot be trusted (400, 408, 413, 431).
- * @thread the loop's */
+ * line CRLF-terminated, or NULL). The connection stays open for the next
+ * request unless the client asked to close or the server is draining. (When
+ * the layer itself refuses a request, 400/408/413/431/503, the stream can't
+ * be trusted and it always closes.) @thread the loop's */
 void fg_http_respond(fg_http_req *req, int status, const char *content_type,
                      const void *body, size_t len, const char *extra_headers);
 

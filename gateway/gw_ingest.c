@@ -23,7 +23,9 @@
 enum { ROUTE_CHECKIN = 0, ROUTE_CHECKINS = 1, ROUTE_OTHER = 2, ROUTE_N = 3 };
 static const char *const route_names[ROUTE_N] = {"/v1/checkin", "/v1/checkins",
                                                  "other"};
-static const int known_codes[] = {200, 400, 404, 405, 413, 415, 429, 500, 503};
+/* Answers the HTTP layer gives on its own (408, 413, 431...) are counted in
+ * fleetgate_http_rejected_total instead. */
+static const int known_codes[] = {200, 400, 404, 405, 415, 429, 500, 503};
 #define N_CODES (sizeof(known_codes) / sizeof(known_codes[0]))
 
 struct gw_ingest_metrics {
@@ -267,7 +269,7 @@ static int media_kind(const char *ct)
         return 1;
     if ((n == 19 && strncasecmp(ct, "application/msgpack", 19) == 0) ||
         (n == 21 && strncasecmp(ct, "application/x-msgpack", 21) == 0) ||
-        (n == 21 && strncasecmp(ct, "application/vnd.msgpack", 21) == 0))
+        (n == 23 && strncasecmp(ct, "application/vnd.msgpack", 23) == 0))
         return 2;
     return 0;
 }
