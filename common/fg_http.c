@@ -680,8 +680,22 @@ static void conn_fail(fg_http_conn *c, int status, const char *code)
     event_del(&c->rev);
     if (c->srv && c->srv->on_reject)
         c->srv->on_reject(c->srv->ud, status, code);
-    fg_http_respond_error(req, status, code, NULL,
-                          status == 503 ? "Retry-After: 1\r\n" : NULL);
+    const char *retry = status == 503 ? "Retry-After: 1\r\n" : NULL;
+    const char *accept = fg_http_req_header(req, "accept");
+    size_t cl = strlen(code);
+    if (accept && strcasestr(accept, "msgpack") && !strcasestr(accept, "json") &&
+        cl < 32) {
+        /* {"error": code} as msgpack: fixmap(1), fixstr "error", fixstr. */
+        char mp[40];
+        mp[0] = (char)0x81;
+        mp[1] = (char)0xa5;
+        memcpy(mp + 2, "error", 5);
+        mp[7] = (char)(0xa0 | cl);
+        memcpy(mp + 8, code, cl);
+        fg_http_respond(req, status, "application/msgpack", mp, 8 + cl, retry);
+        return;
+    }
+    fg_http_respond_error(req, status, code, NULL, retry);
 }
 
 /* Parses data (which may be c->in itself). Returns -1 when c was freed. */

@@ -541,6 +541,15 @@ static void pack_key(msgpack_packer *pk, const char *key)
     msgpack_pack_str_body(pk, key, n);
 }
 
+/* s is one of the static enum names. */
+static void pack_kv_name(msgpack_packer *pk, const char *key, const char *s)
+{
+    size_t n = strlen(s);
+    pack_key(pk, key);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
 /* s is a fixed array of cap + 1 bytes; never read past it. */
 static void pack_kv_str(msgpack_packer *pk, const char *key, const char *s,
                         size_t cap)
@@ -573,9 +582,9 @@ size_t fg_lock_encode(const fg_lock *lk, char *out, size_t cap)
     msgpack_packer_init(&pk, &fb, fixbuf_write);
     msgpack_pack_map(&pk, entries);
     pack_kv_str(&pk, "region", lk->region, FG_REGION_MAX);
-    pack_kv_str(&pk, "state", fg_lock_state_str(lk->state), 16);
-    pack_kv_str(&pk, "scope", fg_lock_scope_str(lk->scope), 16);
-    pack_kv_str(&pk, "source", fg_lock_source_str(lk->source), 16);
+    pack_kv_name(&pk, "state", fg_lock_state_str(lk->state));
+    pack_kv_name(&pk, "scope", fg_lock_scope_str(lk->scope));
+    pack_kv_name(&pk, "source", fg_lock_source_str(lk->source));
     pack_kv_str(&pk, "reason", lk->reason, FG_LOCK_REASON_MAX);
     pack_kv_str(&pk, "message", lk->message, FG_LOCK_MESSAGE_MAX);
     pack_kv_str(&pk, "actor", lk->actor, FG_LOCK_ACTOR_MAX);

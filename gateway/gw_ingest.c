@@ -454,11 +454,9 @@ static void batch_finish(gw_batch *b)
 {
     gw_worker *w = b->w;
     int64_t now = now_ms(w);
-    size_t retry = 0, invalid = 0;
-    for (size_t i = 0; i < b->n; i++) {
+    size_t retry = 0;
+    for (size_t i = 0; i < b->n; i++)
         retry += b->items[i].state == ITEM_RETRY;
-        invalid += b->items[i].state == ITEM_INVALID;
-    }
     if (retry == b->n) {
         send_error(w, b->req, ROUTE_CHECKINS,
                    b->retry_status ? b->retry_status : 503, b->fmt,
@@ -865,6 +863,86 @@ int gw_worker_healthy(const gw_worker *w)
 int gw_worker_outq(const gw_worker *w)
 {
     return w->p ? rd_kafka_outq_len(w->p) : 0;
+}
+
+/* ---- recovery probe ---- */
+
+struct gw_prober {
+    gw_worker **workers;
+    int n;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop;
+};
+
+static void probe_worker(gw_worker *w)
+{
+    if (atomic_load(&w->down_since) == 0 || atomic_load(&w->fatal))
+        return;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(w->p, 0, w->rkt, &md, 1000);
+    int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1 &&
+             md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+             md->broker_cnt > 0;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (ok) {
+        atomic_store(&w->down_since, 0);
+        fg_log_info("broker_reachable", "worker=%d", w->index);
+    }
+}
+
+static void *prober_main(void *arg)
+{
+    gw_prober *pr = arg;
+    pthread_mutex_lock(&pr->mu);
+    while (!pr->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&pr->cv, &pr->mu, &ts);
+        if (pr->stop)
+            break;
+        pthread_mutex_unlock(&pr->mu);
+        for (int i = 0; i < pr->n; i++)
+            probe_worker(pr->workers[i]);
+        pthread_mutex_lock(&pr->mu);
+    }
+    pthread_mutex_unlock(&pr->mu);
+    return NULL;
+}
+
+gw_prober *gw_prober_start(gw_worker **workers, int n)
+{
+    gw_prober *pr = calloc(1, sizeof(*pr));
+    if (!pr)
+        return NULL;
+    pr->workers = workers;
+    pr->n = n;
+    pthread_mutex_init(&pr->mu, NULL);
+    pthread_cond_init(&pr->cv, NULL);
+    if (pthread_create(&pr->th, NULL, prober_main, pr) != 0) {
+        pthread_cond_destroy(&pr->cv);
+        pthread_mutex_destroy(&pr->mu);
+        free(pr);
+        return NULL;
+    }
+    return pr;
+}
+
+void gw_prober_stop(gw_prober *pr)
+{
+    if (!pr)
+        return;
+    pthread_mutex_lock(&pr->mu);
+    pr->stop = 1;
+    pthread_cond_signal(&pr->cv);
+    pthread_mutex_unlock(&pr->mu);
+    pthread_join(pr->th, NULL);
+    pthread_cond_destroy(&pr->cv);
+    pthread_mutex_destroy(&pr->mu);
+    free(pr);
 }
 
 void gw_worker_free(gw_worker *w)

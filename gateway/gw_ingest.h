@@ -58,6 +58,21 @@ int gw_worker_healthy(const gw_worker *w);
  * their delivery report). @thread any */
 int gw_worker_outq(const gw_worker *w);
 
+/* Recovery probe: while a worker is marked down (deliveries failed, or all
+ * brokers down), a thread asks the broker for the topic's metadata through
+ * that worker's producer about once a second, and clears the mark when the
+ * broker answers. Without it a gateway that a load balancer took out of
+ * rotation would get no traffic to prove the broker is back. A frozen broker
+ * does not answer, so the mark stays. */
+typedef struct gw_prober gw_prober;
+
+/* Starts the probe thread over workers (borrowed; n of them). NULL on
+ * error. @thread main */
+gw_prober *gw_prober_start(gw_worker **workers, int n);
+
+/* Stops and joins the probe thread. NULL is a no-op. @thread main */
+void gw_prober_stop(gw_prober *pr);
+
 /* Joins the thread (if started) and frees everything. NULL is a no-op.
  * @thread main */
 void gw_worker_free(gw_worker *w);

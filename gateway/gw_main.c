@@ -22,6 +22,7 @@ typedef struct gw_app {
     int nworkers;
     gw_admin *admin;
     gw_locks *locks;
+    gw_prober *prober;
     struct event *sigterm, *sigint, *wait_tick;
     int stopping;
 } gw_app;
@@ -171,6 +172,11 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    app.prober = gw_prober_start(app.workers, app.nworkers);
+    if (!app.prober) {
+        fg_log_error("startup_failed", "err=cannot_start_prober");
+        goto out;
+    }
     fg_log_info("started",
                 "listen=%s admin=%s threads=%d id=%s ack=%s topic=%s locks_topic=%s",
                 app.cfg.listen, app.cfg.admin_listen, app.nworkers,
@@ -186,6 +192,7 @@ out:
             if (app.workers[i])
                 gw_worker_stop(app.workers[i]);
     }
+    gw_prober_stop(app.prober);
     for (int i = 0; app.workers && i < app.nworkers; i++)
         gw_worker_free(app.workers[i]);
     free(app.workers);

@@ -1,0 +1,448 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Broker outages against a real gateway, on a broker of this test's own (so
+the shared test broker is never stopped): a frozen broker (SIGSTOP) and a
+killed one (SIGKILL, then restarted). Devices must get 503 with Retry-After
+within a bounded time, never a 200 whose record is missing, and the gateway
+must recover by itself once the broker is back."""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import fgtest
+
+KAFKA_CTL = os.path.join(fgtest.SOURCE_DIR, "deploy", "local", "kafka-ctl")
+
+MESSAGE_TIMEOUT_S = 3.0
+DOWN_AFTER_S = 1.0
+# librdkafka scans for timed-out messages about once a second; a request
+# may also wait for its worker's loop and the TCP round trips.
+ANSWER_MARGIN_S = 3.0
+RECOVERY_S = 30.0
+# librdkafka reconnects within reconnect.backoff.max.ms (1 s here).
+IDLE_READY_S = 15.0
+
+GATEWAY_CONFIG = {
+    "kafka.message.timeout.ms": int(MESSAGE_TIMEOUT_S * 1000),
+    "gateway.broker_down_after": f"{int(DOWN_AFTER_S * 1000)}ms",
+    "gateway.retry_after_s": 1,
+    "gateway.threads": 2,
+    # Reconnect soon after the broker is back.
+    "kafka.reconnect.backoff.max.ms": 1000,
+}
+
+BROKER = None  # the Broker of this run, set in __main__
+
+
+# ---------------------------------------------------------------------------
+# The private broker
+
+
+def _port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_pair():
+    """A free port whose successor (the controller's) is free too."""
+    for _ in range(200):
+        port = fgtest.free_port()
+        if port < 65535 and _port_free(port + 1):
+            return port
+    raise fgtest.FgTestError("no two consecutive free ports")
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Broker:
+    """A single-node broker in a temp dir, run by deploy/local/kafka-ctl and
+    signalled by its PID."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fg-fault-kafka-")
+        self.port = _port_pair()
+        self.pid = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout=120):
+        p = subprocess.run([KAFKA_CTL, "start", self.dir, str(self.port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout)
+        if p.returncode != 0:
+            raise fgtest.FgTestError("kafka-ctl start failed:\n"
+                                     + p.stdout.decode(errors="replace"))
+        with open(os.path.join(self.dir, "kafka.pid")) as f:
+            self.pid = int(f.read().strip())
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def kill(self):
+        """SIGKILL, and waits until the process is gone."""
+        os.kill(self.pid, signal.SIGKILL)
+        fgtest.wait_until(lambda: not _alive(self.pid), timeout=10, what="broker exit")
+
+    def stop(self):
+        """Stops the broker (always by its PID) and removes its directory."""
+        try:
+            if self.pid and _alive(self.pid):
+                os.kill(self.pid, signal.SIGCONT)
+                try:
+                    subprocess.run([KAFKA_CTL, "stop", self.dir], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=40)
+                except subprocess.TimeoutExpired:
+                    pass
+                if _alive(self.pid):
+                    os.kill(self.pid, signal.SIGKILL)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, n=30):
+        try:
+            with open(os.path.join(self.dir, "kafka.log"), "rb") as f:
+                return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+        except OSError:
+            return ""
+
+
+# ---------------------------------------------------------------------------
+# Load
+
+
+class Result:
+    __slots__ = ("t0", "t1", "ids", "status", "retry_after", "body", "ok_ids", "error")
+
+    def __init__(self, t0, ids):
+        self.t0, self.t1, self.ids = t0, None, ids
+        self.status = self.retry_after = self.body = self.error = None
+        self.ok_ids = []
+
+    def __repr__(self):
+        return (f"Result(t0={self.t0:.2f}, t1={self.t1:.2f}, status={self.status}, "
+                f"ids={self.ids[:2]}, error={self.error!r}, body={self.body!r:.120})")
+
+
+class Load:
+    """Client threads posting check-ins with fresh device ids on keep-alive
+    connections; thread 0 posts batches of three. Every answer is kept."""
+
+    def __init__(self, gw, threads=4, tag="d", pause=0.02, timeout=20.0):
+        self.gw, self.n, self.tag, self.pause, self.timeout = gw, threads, tag, pause, timeout
+        self.results = []
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.threads = []
+
+    def start(self):
+        for i in range(self.n):
+            t = threading.Thread(target=self._run, args=(i,), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(self.timeout + 10)
+            assert not t.is_alive(), "a client thread is stuck"
+
+    def _run(self, i):
+        conn = None
+        seq = 0
+        while not self.stop_ev.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=self.timeout)
+            batch = i == 0
+            ids = [f"{self.tag}-{i}-{seq}-{k}" for k in range(3 if batch else 1)]
+            seq += 1
+            items = [{"device_id": d, "sku_region": "US", "region": "US", "seq": seq}
+                     for d in ids]
+            body = json.dumps(items if batch else items[0]).encode()
+            res = Result(time.monotonic(), ids)
+            try:
+                conn.request("POST", "/v1/checkins" if batch else "/v1/checkin", body,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                res.body = resp.read()
+                res.status = resp.status
+                res.retry_after = resp.getheader("Retry-After")
+                if resp.status == 200:
+                    if batch:
+                        answers = json.loads(res.body)["results"]
+                        res.ok_ids = [d for d, a in zip(ids, answers) if a["status"] == "ok"]
+                    else:
+                        res.ok_ids = ids
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                res.error = f"{type(e).__name__}: {e}"
+                conn.close()
+                conn = None
+                time.sleep(0.05)
+            res.t1 = time.monotonic()
+            with self.lock:
+                self.results.append(res)
+            time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+
+def ok_ids(results):
+    return {d for r in results for d in r.ok_ids}
+
+
+def check_unavailable(results):
+    """Every 503 (and every batch answer with items to retry) carries
+    Retry-After: 1 and a machine-readable body."""
+    n = 0
+    for r in results:
+        if r.status == 503:
+            n += 1
+            assert r.retry_after == "1", r
+            assert isinstance(json.loads(r.body)["error"], str), r
+        elif r.status == 200 and len(r.ok_ids) < len(r.ids):
+            assert r.retry_after == "1", r
+            for a in json.loads(r.body)["results"]:
+                assert a["status"] == "ok" or a.get("retry") is True, r
+        else:
+            assert r.status in (200, None), r
+    return n
+
+
+def assert_all_stored(topic, results):
+    want = ok_ids(results)
+    got = {r.key.decode() for r in fgtest.consume(topic, timeout=60)}
+    missing = want - got
+    assert not missing, (f"{len(missing)} of {len(want)} check-ins answered 200 are not in "
+                         f"the topic, e.g. {sorted(missing)[:5]}")
+    return want
+
+
+def readyz(gw):
+    try:
+        return gw.get("/readyz", admin=True, timeout=2)[0]
+    except OSError:
+        return None
+
+
+def post_one(gw, did):
+    """One check-in on a new connection, as a Result."""
+    res = Result(time.monotonic(), [did])
+    try:
+        res.status, headers, res.body = gw.post_json(
+            "/v1/checkin", {"device_id": did, "sku_region": "US", "region": "US"})
+        res.retry_after = headers.get("retry-after")
+        if res.status == 200:
+            res.ok_ids = [did]
+    except OSError as e:
+        res.error = repr(e)
+    res.t1 = time.monotonic()
+    return res
+
+
+def recover(gw, tag, timeout=RECOVERY_S):
+    """Device traffic after an outage: a check-in on a new connection every
+    0.1 s (so every worker sees some) until one got 200 and /readyz says
+    200. Returns (seconds to the first 200, seconds to ready, Results)."""
+    t0 = time.monotonic()
+    first_200 = None
+    results = []
+    while True:
+        res = post_one(gw, f"{tag}-{len(results)}")
+        results.append(res)
+        if res.ok_ids and first_200 is None:
+            first_200 = res.t1 - t0
+        if first_200 is not None and readyz(gw) == 200:
+            return first_200, time.monotonic() - t0, results
+        assert time.monotonic() - t0 < timeout, (
+            f"not recovered {timeout}s after the broker's return (first 200 after "
+            f"{first_200}s, /readyz {readyz(gw)}); last: {res}\n" + gw.log_tail())
+        time.sleep(0.1)
+
+
+# ---------------------------------------------------------------------------
+# Tests
+
+
+def test_frozen_broker_gives_bounded_503s_and_no_lost_200():
+    with fgtest.Gateway(GATEWAY_CONFIG) as gw:
+        load = Load(gw, tag="frozen").start()
+        try:
+            time.sleep(1.5)
+            assert ok_ids(load.snapshot()), "no check-in was stored before the outage"
+            t_stop = time.monotonic()
+            BROKER.signal(signal.SIGSTOP)
+            try:
+                # Requests in flight and new ones must get their answers.
+                time.sleep(MESSAGE_TIMEOUT_S + ANSWER_MARGIN_S + 1.5)
+                assert readyz(gw) == 503, "readyz still 200 with the broker frozen"
+            finally:
+                t_cont = time.monotonic()
+                BROKER.signal(signal.SIGCONT)
+        finally:
+            load.stop()
+        first_200, ready_after, probes = recover(gw, "frozen-after")
+        results = load.snapshot() + probes
+        n503 = check_unavailable(results)
+        assert n503 > 0, "no 503 while the broker was frozen"
+        bound = MESSAGE_TIMEOUT_S + ANSWER_MARGIN_S
+        slow = [r for r in results if r.t1 - r.t0 > bound and r.t0 < t_cont]
+        assert not slow, f"{len(slow)} requests waited over {bound}s, e.g. {slow[:3]}"
+        # Nothing can be acknowledged while the broker is frozen: a 200 for
+        # a request sent then would be a lie.
+        lies = [r for r in results if r.ok_ids and r.t0 > t_stop + 0.5 and r.t1 < t_cont]
+        assert not lies, f"200 while the broker was frozen: {lies[:3]}"
+        # Once the outage is known, new requests are refused at once.
+        known = t_stop + MESSAGE_TIMEOUT_S + DOWN_AFTER_S + 1.5
+        late = [r for r in results if known < r.t0 < t_cont - 0.1]
+        assert late, "no request was sent during the known outage"
+        fast = [r for r in late if r.status == 503 and r.t1 - r.t0 < 0.5]
+        assert len(fast) >= len(late) // 2, (
+            f"only {len(fast)} of {len(late)} requests during the known outage got a quick "
+            f"503: {late[:5]}")
+        stored = assert_all_stored(gw.topic, results)
+        print(f"  frozen: {len(results)} requests, {len(stored)} stored, {n503} x 503, "
+              f"first 200 {first_200:.1f}s and ready {ready_after:.1f}s after SIGCONT",
+              flush=True)
+
+
+def test_killed_broker_503_then_recovery_by_itself():
+    with fgtest.Gateway(GATEWAY_CONFIG) as gw:
+        load = Load(gw, tag="killed").start()
+        try:
+            time.sleep(1.5)
+            assert ok_ids(load.snapshot()), "no check-in was stored before the outage"
+            t_kill = time.monotonic()
+            BROKER.kill()
+            fgtest.wait_until(lambda: readyz(gw) == 503, timeout=DOWN_AFTER_S + 4,
+                              what="/readyz 503 after the broker was killed")
+            time.sleep(DOWN_AFTER_S + 3)
+        finally:
+            load.stop()
+            t_restart = time.monotonic()
+            BROKER.start()
+            restarted = time.monotonic() - t_restart
+        results = load.snapshot()
+        known = t_kill + DOWN_AFTER_S + 1.0
+        late = [r for r in results if known < r.t0 < t_restart]
+        assert late, "no request was sent once the outage was known"
+        assert not [r for r in results if r.ok_ids and t_kill + 0.5 < r.t0 < t_restart], \
+            "200 while the broker was dead"
+        fast = [r for r in late if r.status == 503 and r.t1 - r.t0 < 0.5]
+        assert len(fast) >= len(late) // 2, (
+            f"only {len(fast)} of {len(late)} requests got a quick 503: {late[:5]}")
+        bound = MESSAGE_TIMEOUT_S + ANSWER_MARGIN_S
+        slow = [r for r in results if r.t1 - r.t0 > bound]
+        assert not slow, f"{len(slow)} requests waited over {bound}s, e.g. {slow[:3]}"
+
+        # Device traffic resumes: the gateway must take it again by itself.
+        first_200, ready_after, probes = recover(gw, "killed-after")
+        results += probes
+        n503 = check_unavailable(results)
+        assert n503 > 0, "no 503 while the broker was dead"
+        stored = assert_all_stored(gw.topic, results)
+        print(f"  killed: {len(results)} requests, {len(stored)} stored, {n503} x 503, "
+              f"broker restart {restarted:.1f}s, then first 200 after {first_200:.1f}s, "
+              f"ready after {ready_after:.1f}s", flush=True)
+
+
+def test_sigterm_with_frozen_broker_exits_within_shutdown_timeout():
+    config = dict(GATEWAY_CONFIG, **{"gateway.shutdown_timeout": "2s",
+                                     "kafka.message.timeout.ms": 20000})
+    with fgtest.Gateway(config) as gw:
+        assert post_one(gw, "term-warm").status == 200
+        BROKER.signal(signal.SIGSTOP)
+        try:
+            load = Load(gw, threads=3, tag="term", pause=0.05).start()
+            time.sleep(1.0)
+            t_term = time.monotonic()
+            gw.send_signal(signal.SIGTERM)
+            try:
+                rc = gw.proc.wait(2.0 + 8.0)
+            except subprocess.TimeoutExpired:
+                rc = None
+            took = time.monotonic() - t_term
+            load.stop()
+        finally:
+            BROKER.signal(signal.SIGCONT)
+        assert rc == 0, f"gateway exit status {rc} after {took:.1f}s\n" + gw.log_tail()
+        results = load.snapshot()
+        assert not [r for r in results if r.ok_ids], "200 while the broker was frozen"
+        assert [r for r in results if r.status == 503], "no 503 for the requests in flight"
+        assert all(r.t1 - r.t0 < 12 for r in results), results
+        print(f"  exited {took:.1f}s after SIGTERM with the broker frozen", flush=True)
+
+
+def test_readyz_recovers_without_device_traffic():
+    """A gateway out of rotation (its /readyz said 503, so a load balancer
+    sends it nothing) must turn ready again once the broker is back, or it
+    never gets traffic again."""
+    with fgtest.Gateway(GATEWAY_CONFIG) as gw:
+        assert post_one(gw, "idle-warm").status == 200
+        try:
+            BROKER.kill()
+            fgtest.wait_until(lambda: readyz(gw) == 503, timeout=DOWN_AFTER_S + 4,
+                              what="/readyz 503 after the broker was killed")
+        finally:
+            BROKER.start()
+        t_back = time.monotonic()
+        ok = False
+        while time.monotonic() - t_back < IDLE_READY_S:
+            if readyz(gw) == 200:
+                ok = True
+                break
+            time.sleep(0.2)
+        print(f"  idle gateway ready again: {ok} "
+              f"({time.monotonic() - t_back:.1f}s after the broker's restart)", flush=True)
+        assert ok, (f"/readyz still 503 {IDLE_READY_S}s after the broker came back, with no "
+                    "check-in traffic: the gateway only notices recovery through a device "
+                    "request on each worker, so a gateway taken out of rotation by its "
+                    "readiness probe stays out for good")
+
+
+def _on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    BROKER = Broker()
+    try:
+        t = time.monotonic()
+        BROKER.start()
+        os.environ["FG_TEST_KAFKA"] = BROKER.bootstrap
+        print(f"  own broker on {BROKER.bootstrap} (pid {BROKER.pid}) in "
+              f"{time.monotonic() - t:.1f}s", flush=True)
+        fgtest.run()
+    except Exception:
+        sys.stderr.write(BROKER.log_tail() + "\n")
+        raise
+    finally:
+        BROKER.stop()
