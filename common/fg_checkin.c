@@ -1,17 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Check-in schema v1: JSON (jansson) and msgpack (msgpack-c, behind a bounded
- * pre-scan) bodies are turned into a format-neutral list of field values,
- * which one validator checks and copies into an fg_checkin; the Kafka record
- * value is written with msgpack_packer into the caller's fixed buffer. */
+/* Check-in schema v1: JSON (yajl's event parser) and msgpack (msgpack-c,
+ * behind a bounded pre-scan) bodies are turned into a format-neutral list of
+ * field values, which one validator checks and copies into an fg_checkin;
+ * the Kafka record value is written with msgpack_packer into the caller's
+ * fixed buffer. */
 #include "fg_checkin.h"
 
 #include <inttypes.h>
-#include <jansson.h>
 #include <msgpack.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <yajl/yajl_parse.h>
 
 /* Deepest container nesting accepted in a msgpack body; msgpack-c's own
  * unpack stack (MSGPACK_EMBED_STACK_SIZE, 32 unless the library was built
@@ -298,7 +301,7 @@ static fg_status checkin_validate(const fg_val *vals, fg_checkin *ci,
                                   fg_checkin_error *err)
 {
     fg_status st;
-    uint64_t u;
+    uint64_t u = 0;
 
     ci->device_id[0] = ci->sku_region[0] = ci->region[0] = '\0';
     ci->model[0] = ci->fw[0] = '\0';
@@ -361,91 +364,748 @@ cleanup:
 
 /* ---- JSON ------------------------------------------------------------ */
 
-#define FG_JSON_FLAGS (JSON_REJECT_DUPLICATES | JSON_DECODE_ANY)
+/* JSON is read with yajl's event (SAX) parser straight into the fg_val
+ * slots of the check-in being read: no tree and, on the common path, no
+ * heap allocation (yajl's own handle and stacks live in a stack arena).
+ * What yajl leaves to its caller is done around it: a pre-scan for strict
+ * UTF-8 and sound \u escapes, duplicate keys in every object, a nesting
+ * limit, and the integer syntax and 64-bit range of schema fields. */
 
-static void json_to_val(const json_t *j, fg_val *v)
+/* Deepest container nesting accepted in a JSON body. */
+#define FG_JSON_MAX_DEPTH 32
+/* yajl 2 has no reset, so a handle cannot be kept per thread; instead each
+ * parse allocates from a stack arena (about 130 ns cheaper than malloc).
+ * Stack arena behind yajl's allocations: its handle, lexer and state stack
+ * take about 500 bytes, the lexer's buffer 2048 (yajl_complete_parse always
+ * fills it) and the string decode buffer 2048 more once a string has an
+ * escape. Anything beyond goes to the heap. */
+#define FG_JSON_ARENA_SIZE 6144
+#define FG_JSON_ARENA_HDR 16 /* block header (the block size), alignment */
+
+typedef struct json_arena {
+    size_t used;
+    unsigned char *last; /* newest block: it may grow in place */
+    _Alignas(16) unsigned char mem[FG_JSON_ARENA_SIZE];
+} json_arena;
+
+static size_t arena_round(size_t n)
 {
-    v->kind = VK_OTHER;
-    switch (json_typeof(j)) {
-    case JSON_STRING:
-        v->kind = VK_STR;
-        v->s = json_string_value(j);
-        v->len = json_string_length(j);
-        break;
-    case JSON_INTEGER: {
-        json_int_t n = json_integer_value(j);
-        if (n < 0) {
-            v->kind = VK_NINT;
-            v->i = (int64_t)n;
+    return (n + 15) & ~(size_t)15;
+}
+
+static bool arena_owns(const json_arena *a, const void *p)
+{
+    uintptr_t x = (uintptr_t)p, lo = (uintptr_t)a->mem;
+    return x >= lo && x < lo + sizeof(a->mem);
+}
+
+static void *arena_malloc(void *ud, size_t sz)
+{
+    json_arena *a = ud;
+    unsigned char *p;
+    if (sz > sizeof(a->mem) ||
+        FG_JSON_ARENA_HDR + arena_round(sz) > sizeof(a->mem) - a->used)
+        return malloc(sz);
+    p = a->mem + a->used + FG_JSON_ARENA_HDR;
+    memcpy(p - FG_JSON_ARENA_HDR, &sz, sizeof(sz));
+    a->used += FG_JSON_ARENA_HDR + arena_round(sz);
+    a->last = p;
+    return p;
+}
+
+/* Arena blocks are dropped with the arena; only the newest one is given
+ * back at once. */
+static void arena_free(void *ud, void *ptr)
+{
+    json_arena *a = ud;
+    if (!arena_owns(a, ptr)) {
+        free(ptr);
+        return;
+    }
+    if (ptr == a->last) {
+        a->used = (size_t)(a->last - a->mem) - FG_JSON_ARENA_HDR;
+        a->last = NULL;
+    }
+}
+
+static void *arena_realloc(void *ud, void *ptr, size_t sz)
+{
+    json_arena *a = ud;
+    unsigned char *p = ptr, *q;
+    size_t old, off;
+
+    if (!ptr)
+        return arena_malloc(ud, sz);
+    if (!arena_owns(a, ptr))
+        return realloc(ptr, sz);
+    memcpy(&old, p - FG_JSON_ARENA_HDR, sizeof(old));
+    off = (size_t)(p - a->mem);
+    if (p == a->last && sz <= sizeof(a->mem) &&
+        arena_round(sz) <= sizeof(a->mem) - off) {
+        a->used = off + arena_round(sz);
+        memcpy(p - FG_JSON_ARENA_HDR, &sz, sizeof(sz));
+        return p;
+    }
+    if (sz <= old)
+        return p;
+    q = arena_malloc(ud, sz);
+    if (q)
+        memcpy(q, p, old);
+    return q;
+}
+
+/* Length of the strict UTF-8 sequence at p[0..n) whose lead byte is
+ * >= 0x80 (no overlongs, surrogates or code points over U+10FFFF), or 0. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0], lo = 0x80, hi = 0xbf;
+    size_t need;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else {
+        return 0;
+    }
+    if (need >= n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k <= need; k++) {
+        if (p[k] < 0x80 || p[k] > 0xbf)
+            return 0;
+    }
+    return need + 1;
+}
+
+/* The four hex digits at p[0..n), or -1. */
+static long hex4(const unsigned char *p, size_t n)
+{
+    long v = 0;
+    if (n < 4)
+        return -1;
+    for (int k = 0; k < 4; k++) {
+        unsigned c = p[k];
+        if (c >= '0' && c <= '9')
+            v = v * 16 + (c - '0');
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            v = v * 16 + ((c | 0x20) - 'a' + 10);
+        else
+            return -1;
+    }
+    return v;
+}
+
+/* One pass over the body for what yajl accepts but schema v1 does not:
+ * UTF-8 that is not strict (yajl checks the byte pattern only), the escape
+ * \u0000, and \u surrogate escapes that do not pair up (yajl turns them
+ * into other characters). Outside strings only ASCII without backslashes is
+ * valid JSON, so checking the whole body checks every string and key; what
+ * is not JSON at all is left to yajl. Returns NULL, or why not and the
+ * offset in *at. */
+static const char *json_prescan(const unsigned char *p, size_t len,
+                                size_t *at)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
+    const uint64_t bslashes = ones * '\\';
+    size_t i = 0;
+
+    while (i < len) {
+        size_t r;
+        long cp, lo;
+
+        /* Eight bytes at a time while there is no byte >= 0x80 and no
+         * backslash (a zero byte in w ^ bslashes). */
+        while (len - i >= 8) {
+            uint64_t w, x;
+            memcpy(&w, p + i, 8);
+            x = w ^ bslashes;
+            if (((w | ((x - ones) & ~x)) & highs) != 0)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        if (p[i] >= 0x80) {
+            r = utf8_seq(p + i, len - i);
+            if (r == 0) {
+                *at = i;
+                return "invalid UTF-8";
+            }
+            i += r;
+            continue;
+        }
+        if (p[i] != '\\') {
+            i++;
+            continue;
+        }
+        /* A run of backslashes: pairs are escaped backslashes; an odd one
+         * out escapes the next byte. */
+        r = 0;
+        while (i + r < len && p[i + r] == '\\')
+            r++;
+        i += r;
+        if (r % 2 == 0 || i >= len || p[i] != 'u')
+            continue;
+        cp = hex4(p + i + 1, len - i - 1);
+        if (cp < 0)
+            continue; /* yajl reports the bad escape */
+        if (cp == 0) {
+            *at = i - 1;
+            return "\\u0000 is not allowed";
+        }
+        if (cp >= 0xdc00 && cp <= 0xdfff) {
+            *at = i - 1;
+            return "unpaired surrogate escape";
+        }
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+            lo = -1;
+            if (len - i >= 11 && p[i + 5] == '\\' && p[i + 6] == 'u')
+                lo = hex4(p + i + 7, len - i - 7);
+            if (lo < 0xdc00 || lo > 0xdfff) {
+                *at = i - 1;
+                return "unpaired surrogate escape";
+            }
+            i += 11;
         } else {
-            v->kind = VK_UINT;
-            v->u = (uint64_t)n;
+            i += 5;
         }
-        break;
     }
-    case JSON_NULL: v->kind = VK_ABSENT; break;
-    case JSON_REAL: v->type = "a number with a fraction or exponent"; break;
-    case JSON_TRUE:
-    case JSON_FALSE: v->type = "a boolean"; break;
-    case JSON_ARRAY: v->type = "an array"; break;
-    case JSON_OBJECT: v->type = "an object"; break;
-    default: v->type = "an unknown type"; break;
-    }
+    return NULL;
 }
 
-static fg_status checkin_from_json(const json_t *obj, fg_checkin *ci,
-                                   fg_checkin_error *err)
-{
+/* What a value event is, for json_value. */
+enum { J_SCALAR, J_MAP, J_ARRAY };
+
+/* An object key remembered until its object closes. */
+typedef struct json_key {
+    const char *s;
+    size_t len;
+} json_key;
+
+/* A batch item decoded during the parse, kept until the body is known good:
+ * the check-in, or why it was refused. */
+typedef struct json_item {
+    bool ok;
+    union {
+        fg_checkin ci;
+        fg_checkin_error err;
+    } u;
+} json_item;
+
+/* Parse state shared by the yajl callbacks. The check-in being read is the
+ * object at depth item_depth (1: the body; 2: a batch item). */
+typedef struct json_ctx {
+    yajl_handle h;
+    const char *buf;
+    size_t len;
+    bool batch;
+    bool top_ok;  /* the body is an object (single) or an array (batch) */
+    bool in_item; /* a check-in object is open at item_depth */
+    bool oom;
+    int depth;    /* containers open */
+    int item_depth;
+    int field;    /* schema field the next value is for, or -1 */
+    uint32_t seen; /* schema fields given so far: a second one is refused */
     fg_val vals[F_NCHECKIN];
-    if (!json_is_object(obj))
-        return err_set(err, "not_an_object", NULL,
-                       "a check-in must be a JSON object");
-    for (int f = 0; f < F_NCHECKIN; f++) {
-        const json_t *j = json_object_get(obj, field_name[f]);
-        vals[f].kind = VK_ABSENT;
-        if (j)
-            json_to_val(j, &vals[f]);
-    }
-    return checkin_validate(vals, ci, err);
+    /* batch items; cur is the one being read */
+    json_item *items;
+    size_t nitems, item_cap, max_items, cur;
+    /* copies of strings yajl unescaped into its own buffer: they total at
+     * most len bytes, so one buffer of len bytes holds them all */
+    char *esc;
+    size_t esc_used;
+    /* keys of the open objects other than schema fields of the check-in;
+     * key_base[d] is the first of the object at depth d */
+    json_key *keys;
+    size_t nkeys, keys_cap;
+    size_t key_base[FG_JSON_MAX_DEPTH + 1];
+    char fail[96]; /* why a callback stopped the parse */
+    json_arena arena;
+} json_ctx;
+
+/* Initialises only what the parse reads before writing: the arena and the
+ * value slots stay untouched until used. */
+static void json_ctx_init(json_ctx *c, const char *buf, size_t len,
+                          bool batch, size_t max_items)
+{
+    c->h = NULL;
+    c->buf = buf;
+    c->len = len;
+    c->batch = batch;
+    c->top_ok = false;
+    c->in_item = false;
+    c->oom = false;
+    c->depth = 0;
+    c->item_depth = 0;
+    c->field = -1;
+    c->seen = 0;
+    c->items = NULL;
+    c->nitems = c->item_cap = c->cur = 0;
+    c->max_items = max_items;
+    c->esc = NULL;
+    c->esc_used = 0;
+    c->keys = NULL;
+    c->nkeys = c->keys_cap = 0;
+    c->key_base[0] = 0;
+    c->fail[0] = '\0';
+    c->arena.used = 0;
+    c->arena.last = NULL;
 }
 
-static json_t *json_load(const char *buf, size_t len, fg_checkin_error *err)
+static void json_ctx_free(json_ctx *c)
 {
-    json_error_t jerr;
-    json_t *root = json_loadb(buf, len, FG_JSON_FLAGS, &jerr);
-    if (!root) {
-        err_set(err, "invalid_json", NULL, "line %d column %d: %s",
-                jerr.line, jerr.column, jerr.text);
-        /* jansson quotes input bytes ("near '...'"), which may be invalid
-         * UTF-8 or cut mid-character: keep the detail printable ASCII, it
-         * goes back to the device. */
-        for (char *c = err->detail; *c; c++) {
-            if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
-                *c = '?';
+    if (c->h)
+        yajl_free(c->h);
+    free(c->items);
+    free(c->esc);
+    free(c->keys);
+}
+
+/* Stops the parse with a reason for the invalid_json detail. */
+static int json_cancel(json_ctx *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int json_cancel(json_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->fail, sizeof(c->fail), fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+static int json_oom(json_ctx *c)
+{
+    c->oom = true;
+    return json_cancel(c, "out of memory");
+}
+
+/* s[0..n) for keeping past the callback: the body itself when yajl points
+ * into it, else a copy. NULL when out of memory. */
+static const char *json_keep(json_ctx *c, const unsigned char *s, size_t n)
+{
+    uintptr_t x = (uintptr_t)s, lo = (uintptr_t)c->buf;
+    char *p;
+    if (n == 0)
+        return "";
+    if (x >= lo && x - lo <= c->len && n <= c->len - (x - lo))
+        return (const char *)s;
+    /* Unescaping never makes a string longer, so len bytes hold every
+     * copy; check anyway. */
+    if (!c->esc) {
+        c->esc = malloc(c->len);
+        if (!c->esc)
+            return NULL;
+    }
+    if (n > c->len - c->esc_used)
+        return NULL;
+    p = c->esc + c->esc_used;
+    memcpy(p, s, n);
+    c->esc_used += n;
+    return p;
+}
+
+/* Makes room for batch item c->cur (< max_items). */
+static bool json_items_room(json_ctx *c)
+{
+    json_item *items;
+    size_t cap;
+    if (c->cur < c->item_cap)
+        return true;
+    cap = c->item_cap ? c->item_cap * 2 : 16;
+    if (cap > c->max_items)
+        cap = c->max_items;
+    if (cap > SIZE_MAX / sizeof(*items))
+        return false;
+    items = realloc(c->items, cap * sizeof(*items));
+    if (!items)
+        return false;
+    c->items = items;
+    c->item_cap = cap;
+    return true;
+}
+
+/* A batch item that is not an object. */
+static int json_item_refused(json_ctx *c)
+{
+    json_item *it;
+    c->cur = c->nitems++;
+    if (c->cur >= c->max_items)
+        return 1; /* too_many_items once the body is known good */
+    if (!json_items_room(c))
+        return json_oom(c);
+    it = &c->items[c->cur];
+    it->ok = false;
+    err_set(&it->u.err, "not_an_object", NULL,
+            "a check-in must be a JSON object");
+    return 1;
+}
+
+static void json_item_begin(json_ctx *c)
+{
+    c->in_item = true;
+    c->item_depth = c->depth;
+    c->field = -1;
+    c->seen = 0;
+    for (int f = 0; f < F_NCHECKIN; f++)
+        c->vals[f].kind = VK_ABSENT;
+    if (c->batch)
+        c->cur = c->nitems++;
+}
+
+/* A batch item object closed: validate it now, while its strings are at
+ * hand; the callbacks come when the whole body has parsed. */
+static int json_item_end(json_ctx *c)
+{
+    json_item *it;
+    fg_checkin_error ierr;
+    if (c->cur >= c->max_items)
+        return 1;
+    if (!json_items_room(c))
+        return json_oom(c);
+    it = &c->items[c->cur];
+    err_clear(&ierr);
+    it->ok = checkin_validate(c->vals, &it->u.ci, &ierr) == FG_OK;
+    if (!it->ok)
+        it->u.err = ierr;
+    return 1;
+}
+
+/* Where a value event lands: *slot is the schema field it fills, or NULL.
+ * Also notes the kind of the body and refuses batch items that are not
+ * objects. Returns 0 to stop the parse. */
+static int json_value(json_ctx *c, int what, fg_val **slot)
+{
+    *slot = NULL;
+    if (c->in_item && c->depth == c->item_depth) {
+        if (c->field >= 0)
+            *slot = &c->vals[c->field];
+        return 1;
+    }
+    if (c->depth == 0)
+        c->top_ok = what == (c->batch ? J_ARRAY : J_MAP);
+    else if (c->batch && c->depth == 1 && c->top_ok && what != J_MAP)
+        return json_item_refused(c);
+    return 1;
+}
+
+static int json_null(void *ud)
+{
+    fg_val *v;
+    if (!json_value(ud, J_SCALAR, &v))
+        return 0;
+    if (v)
+        v->kind = VK_ABSENT;
+    return 1;
+}
+
+static int json_boolean(void *ud, int b)
+{
+    fg_val *v;
+    (void)b;
+    if (!json_value(ud, J_SCALAR, &v))
+        return 0;
+    if (v) {
+        v->kind = VK_OTHER;
+        v->type = "a boolean";
+    }
+    return 1;
+}
+
+/* Numbers come as text (yajl has checked the JSON number syntax). Only
+ * schema fields are converted, so unknown fields may hold any number. */
+static int json_number(void *ud, const char *s, size_t n)
+{
+    json_ctx *c = ud;
+    fg_val *v;
+    uint64_t u = 0;
+    size_t i = 0;
+    bool neg;
+
+    if (!json_value(c, J_SCALAR, &v))
+        return 0;
+    if (!v)
+        return 1;
+    neg = n > 0 && s[0] == '-';
+    i = neg ? 1 : 0;
+    if (i == n)
+        goto other;
+    for (; i < n; i++) {
+        unsigned d = (unsigned char)s[i] - '0';
+        if (d > 9)
+            goto other; /* '.', 'e' or 'E' */
+        if (__builtin_mul_overflow(u, 10, &u) ||
+            __builtin_add_overflow(u, d, &u))
+            goto range;
+    }
+    /* Finish the scan for a fraction or exponent before range errors. */
+    if (!neg || u == 0) {
+        v->kind = VK_UINT;
+        v->u = u;
+    } else if (u <= (uint64_t)INT64_MAX + 1) {
+        v->kind = VK_NINT;
+        v->i = u == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)u;
+    } else {
+        goto range;
+    }
+    return 1;
+
+other:
+    v->kind = VK_OTHER;
+    v->type = "a number with a fraction or exponent";
+    return 1;
+
+range:
+    /* Not an integer after all if a fraction or exponent follows. */
+    for (; i < n; i++) {
+        if (s[i] == '.' || s[i] == 'e' || s[i] == 'E')
+            goto other;
+    }
+    return json_cancel(c, "%s is an integer outside the 64-bit range",
+                       field_name[c->field]);
+}
+
+static int json_string(void *ud, const unsigned char *s, size_t n)
+{
+    json_ctx *c = ud;
+    fg_val *v;
+    if (!json_value(c, J_SCALAR, &v))
+        return 0;
+    if (v) {
+        v->kind = VK_STR;
+        v->s = json_keep(c, s, n);
+        v->len = n;
+        if (!v->s)
+            return json_oom(c);
+    }
+    return 1;
+}
+
+static int json_open(json_ctx *c, int what)
+{
+    fg_val *v;
+    bool item;
+    if (c->depth >= FG_JSON_MAX_DEPTH)
+        return json_cancel(c, "nested deeper than %d levels",
+                           FG_JSON_MAX_DEPTH);
+    if (!json_value(c, what, &v))
+        return 0;
+    if (v) {
+        v->kind = VK_OTHER;
+        v->type = what == J_MAP ? "an object" : "an array";
+    }
+    item = what == J_MAP &&
+           (c->batch ? c->depth == 1 && c->top_ok : c->depth == 0);
+    c->depth++;
+    c->key_base[c->depth] = c->nkeys;
+    if (item)
+        json_item_begin(c);
+    return 1;
+}
+
+static int json_start_map(void *ud)
+{
+    return json_open(ud, J_MAP);
+}
+
+static int json_start_array(void *ud)
+{
+    return json_open(ud, J_ARRAY);
+}
+
+static int json_end_array(void *ud)
+{
+    json_ctx *c = ud;
+    c->depth--;
+    return 1;
+}
+
+static int json_key_cmp(const void *a, const void *b)
+{
+    const json_key *x = a, *y = b;
+    if (x->len != y->len)
+        return x->len < y->len ? -1 : 1;
+    return memcmp(x->s, y->s, x->len);
+}
+
+static int json_map_key(void *ud, const unsigned char *k, size_t n)
+{
+    json_ctx *c = ud;
+    json_key *key;
+
+    if (c->in_item && c->depth == c->item_depth) {
+        int f = field_lookup((const char *)k, n, F_NCHECKIN);
+        c->field = f;
+        if (f >= 0) {
+            if (c->seen & (1u << f))
+                return json_cancel(c, "duplicate key %s", field_name[f]);
+            c->seen |= 1u << f;
+            return 1;
         }
     }
-    return root;
+    /* Any other key is kept until its object closes, to find repeats. */
+    if (c->nkeys == c->keys_cap) {
+        size_t cap = c->keys_cap ? c->keys_cap * 2 : 16;
+        json_key *keys;
+        if (cap > SIZE_MAX / sizeof(*keys))
+            return json_oom(c);
+        keys = realloc(c->keys, cap * sizeof(*keys));
+        if (!keys)
+            return json_oom(c);
+        c->keys = keys;
+        c->keys_cap = cap;
+    }
+    key = &c->keys[c->nkeys];
+    key->s = json_keep(c, k, n);
+    key->len = n;
+    if (!key->s)
+        return json_oom(c);
+    c->nkeys++;
+    return 1;
+}
+
+static int json_end_map(void *ud)
+{
+    json_ctx *c = ud;
+    size_t base = c->key_base[c->depth], n = c->nkeys - base;
+
+    /* Sorting keeps hostile objects with many keys at n log n. */
+    if (n > 1) {
+        json_key *keys = c->keys + base;
+        qsort(keys, n, sizeof(*keys), json_key_cmp);
+        for (size_t i = 1; i < n; i++) {
+            if (json_key_cmp(&keys[i - 1], &keys[i]) == 0)
+                return json_cancel(c, "duplicate object key");
+        }
+    }
+    c->nkeys = base;
+    if (c->in_item && c->depth == c->item_depth) {
+        c->in_item = false;
+        if (c->batch && !json_item_end(c))
+            return 0;
+    }
+    c->depth--;
+    return 1;
+}
+
+static const yajl_callbacks json_callbacks = {
+    .yajl_null = json_null,
+    .yajl_boolean = json_boolean,
+    .yajl_number = json_number,
+    .yajl_string = json_string,
+    .yajl_start_map = json_start_map,
+    .yajl_map_key = json_map_key,
+    .yajl_end_map = json_end_map,
+    .yajl_start_array = json_start_array,
+    .yajl_end_array = json_end_array,
+};
+
+/* invalid_json with the line and column of byte offset off. */
+static fg_status json_error_at(fg_checkin_error *err, const char *buf,
+                               size_t off, const char *why)
+{
+    size_t line = 1, col = 1;
+    for (size_t i = 0; i < off; i++) {
+        if (buf[i] == '\n') {
+            line++;
+            col = 1;
+        } else if (((unsigned char)buf[i] & 0xc0) != 0x80) {
+            col++; /* columns count characters */
+        }
+    }
+    err_set(err, "invalid_json", NULL, "line %zu column %zu: %s", line, col,
+            why);
+    /* The detail goes back to the device: keep it printable ASCII. */
+    for (char *p = err->detail; *p; p++) {
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+            *p = '?';
+    }
+    return FG_EINVAL;
+}
+
+/* Parses buf[0..len) into c, which the caller initialised and frees.
+ * FG_EINVAL (invalid_json) or FG_ENOMEM with *err filled. */
+static fg_status json_run(json_ctx *c, fg_checkin_error *err)
+{
+    yajl_alloc_funcs af = {arena_malloc, arena_realloc, arena_free,
+                           &c->arena};
+    const unsigned char *p = (const unsigned char *)c->buf;
+    yajl_status ys;
+    size_t off = 0;
+    const char *why;
+    fg_status st = FG_EINVAL;
+
+    why = json_prescan(p, c->len, &off);
+    if (why) {
+        json_error_at(err, c->buf, off, why);
+        goto cleanup;
+    }
+    c->h = yajl_alloc(&json_callbacks, &af, c);
+    if (!c->h) {
+        st = FG_ENOMEM;
+        err_set(err, "invalid_json", NULL, "out of memory");
+        goto cleanup;
+    }
+    ys = yajl_parse(c->h, p, c->len);
+    off = yajl_get_bytes_consumed(c->h);
+    if (ys == yajl_status_ok) {
+        ys = yajl_complete_parse(c->h);
+        off = c->len;
+    }
+    if (ys == yajl_status_ok) {
+        st = FG_OK;
+    } else if (c->oom) {
+        st = FG_ENOMEM;
+        err_set(err, "invalid_json", NULL, "out of memory");
+    } else if (ys == yajl_status_client_canceled) {
+        json_error_at(err, c->buf, off, c->fail);
+    } else {
+        unsigned char *msg = yajl_get_error(c->h, 0, NULL, 0);
+        char text[96];
+        snprintf(text, sizeof(text), "%s", msg ? (const char *)msg : "error");
+        text[strcspn(text, "\n")] = '\0';
+        if (msg)
+            yajl_free_error(c->h, msg);
+        json_error_at(err, c->buf, off, text);
+    }
+
+cleanup:
+    return st;
 }
 
 fg_status fg_checkin_parse_json(const char *buf, size_t len, fg_checkin *ci,
                                 fg_checkin_error *err)
 {
     fg_checkin_error dummy;
-    json_t *root;
+    json_ctx c;
     fg_status st;
 
     if (!err)
         err = &dummy;
     err_clear(err);
-    root = json_load(buf, len, err);
-    if (!root) {
-        st = FG_EINVAL;
+    json_ctx_init(&c, buf, len, false, 1);
+    st = json_run(&c, err);
+    if (st != FG_OK)
+        goto cleanup;
+    if (!c.top_ok) {
+        st = err_set(err, "not_an_object", NULL,
+                     "a check-in must be a JSON object");
         goto cleanup;
     }
-    st = checkin_from_json(root, ci, err);
+    st = checkin_validate(c.vals, ci, err);
 
 cleanup:
-    json_decref(root);
+    json_ctx_free(&c);
     return st;
 }
 
@@ -454,45 +1114,40 @@ fg_status fg_checkin_batch_parse_json(const char *buf, size_t len,
                                       void *ud, fg_checkin_error *err)
 {
     fg_checkin_error dummy;
-    json_t *root;
-    size_t n;
-    fg_status st = FG_EINVAL;
+    json_ctx c;
+    fg_status st;
 
     if (!err)
         err = &dummy;
     err_clear(err);
-    root = json_load(buf, len, err);
-    if (!root)
+    json_ctx_init(&c, buf, len, true, max_items);
+    st = json_run(&c, err);
+    if (st != FG_OK)
         goto cleanup;
-    if (!json_is_array(root)) {
+    st = FG_EINVAL;
+    if (!c.top_ok) {
         err_set(err, "not_an_array", NULL,
                 "a batch must be a JSON array of check-ins");
         goto cleanup;
     }
-    n = json_array_size(root);
-    if (n == 0) {
+    if (c.nitems == 0) {
         err_set(err, "empty_batch", NULL, "the batch has no items");
         goto cleanup;
     }
-    if (n > max_items) {
+    if (c.nitems > max_items) {
         err_set(err, "too_many_items", NULL,
-                "the batch has %zu items, at most %zu allowed", n, max_items);
+                "the batch has %zu items, at most %zu allowed", c.nitems,
+                max_items);
         goto cleanup;
     }
     st = FG_OK;
-    for (size_t i = 0; i < n && st == FG_OK; i++) {
-        fg_checkin ci;
-        fg_checkin_error item_err;
-        err_clear(&item_err);
-        if (checkin_from_json(json_array_get(root, i), &ci, &item_err) ==
-            FG_OK)
-            st = cb(ud, i, &ci, NULL);
-        else
-            st = cb(ud, i, NULL, &item_err);
+    for (size_t i = 0; i < c.nitems && st == FG_OK; i++) {
+        const json_item *it = &c.items[i];
+        st = it->ok ? cb(ud, i, &it->u.ci, NULL) : cb(ud, i, NULL, &it->u.err);
     }
 
 cleanup:
-    json_decref(root);
+    json_ctx_free(&c);
     return st;
 }
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The check-in model, schema v1: decoding and validating device check-ins
- * from JSON (jansson) and msgpack (msgpack-c), single or batch, and encoding
+ * from JSON (yajl, event API) and msgpack (msgpack-c), single or batch, and encoding
  * the Kafka record value (msgpack map) the gateway produces and the consumers
  * read. See docs/protocol.md for the schema. */
 #ifndef FG_CHECKIN_H

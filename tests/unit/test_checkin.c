@@ -398,7 +398,7 @@ static void test_json_text_fields(void)
     JSON_OK(BODY_WITH("model", "a b \\\"q\\\" \\u00a0 \\u0080"), &ci);
     /* NUL inside a JSON string: the whole body is refused. */
     JSON_ERR(BODY_WITH("model", "a\\u0000b"), "invalid_json", NULL);
-    /* Invalid UTF-8 in a JSON body (jansson checks it). */
+    /* Invalid UTF-8 in a JSON body: the whole body is refused. */
     JSON_ERR(BODY_WITH("model", "a\xc3("), "invalid_json", NULL);
     JSON_ERR(BODY_WITH("model", "\xed\xa0\x80"), "invalid_json", NULL);
     /* The error detail quotes the input but stays printable ASCII. */
@@ -441,8 +441,10 @@ static void test_json_integers(void)
     JSON_OK(with_extra(",\"seq\":9223372036854775807"), &ci);
     FG_CHECK(ci.seq == (uint64_t)INT64_MAX);
     JSON_ERR(with_extra(",\"seq\":-1"), "out_of_range", "seq");
-    /* Documented limit: JSON seq stops at 2^63-1 (jansson's integer). */
-    JSON_ERR(with_extra(",\"seq\":9223372036854775808"), "invalid_json", NULL);
+    /* seq takes the full uint64 range in JSON too (it stopped at 2^63-1
+     * with jansson). */
+    JSON_OK(with_extra(",\"seq\":9223372036854775808"), &ci);
+    FG_CHECK(ci.seq == (uint64_t)INT64_MAX + 1);
     JSON_OK(with_extra(",\"ts\":-1"), &ci);
     FG_CHECK_INT(ci.ts, -1);
     FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_TS);
@@ -571,6 +573,388 @@ static void test_json_batch(void)
                                              &err),
                  FG_AGAIN);
     FG_CHECK_INT(r.n, 2);
+}
+
+/* ---- JSON: the yajl front-end's own rules ---------------------------- */
+
+/* Numbers are read as text: integer syntax for schema fields, the full
+ * 64-bit ranges, and any number at all in unknown fields. */
+static void test_json_number_text(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+
+    /* seq covers the full uint64 range in JSON too. */
+    JSON_OK(with_extra(",\"seq\":18446744073709551615"), &ci);
+    FG_CHECK(ci.seq == UINT64_MAX);
+    JSON_OK(with_extra(",\"seq\":10000000000000000000"), &ci);
+    FG_CHECK(ci.seq == 10000000000000000000ull);
+    /* Past 64 bits in a schema field: the body is refused, naming it. */
+    JSON_ERR(with_extra(",\"seq\":18446744073709551616"), "invalid_json",
+             NULL);
+    parse_json(with_extra(",\"seq\":99999999999999999999999999"), &ci, &err);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK(strstr(err.detail, "seq") != NULL);
+    FG_CHECK(strstr(err.detail, "64-bit") != NULL);
+    JSON_ERR(with_extra(",\"ts\":-9223372036854775809"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"mcc\":100000000000000000000"), "invalid_json",
+             NULL);
+    JSON_ERR(with_extra(",\"mcc\":-100000000000000000000"), "invalid_json",
+             NULL);
+    /* Within 64 bits, the field's own range decides. */
+    JSON_ERR(with_extra(",\"ts\":9223372036854775808"), "out_of_range", "ts");
+    JSON_ERR(with_extra(",\"ts\":18446744073709551615"), "out_of_range", "ts");
+    JSON_ERR(with_extra(",\"seq\":-9223372036854775808"), "out_of_range",
+             "seq");
+    JSON_ERR(with_extra(",\"mcc\":18446744073709551615"), "out_of_range",
+             "mcc");
+    /* -0 is zero. */
+    JSON_OK(with_extra(",\"seq\":-0,\"ts\":-0,\"mcc\":-0"), &ci);
+    FG_CHECK(ci.seq == 0 && ci.ts == 0 && ci.mcc == 0);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_SEQ | FG_CHECKIN_HAS_TS |
+                             FG_CHECKIN_HAS_MCC);
+    /* A fraction or an exponent is never an integer, however large. */
+    JSON_ERR(with_extra(",\"seq\":1E3"), "wrong_type", "seq");
+    JSON_ERR(with_extra(",\"seq\":1e-3"), "wrong_type", "seq");
+    JSON_ERR(with_extra(",\"ts\":-0.0"), "wrong_type", "ts");
+    JSON_ERR(with_extra(",\"mcc\":1e+2"), "wrong_type", "mcc");
+    JSON_ERR(with_extra(",\"seq\":123456789012345678901234567890.5"),
+             "wrong_type", "seq");
+    JSON_ERR(with_extra(",\"seq\":184467440737095516160e-1"), "wrong_type",
+             "seq");
+    JSON_ERR(with_extra(",\"ts\":1e999999"), "wrong_type", "ts");
+    parse_json(with_extra(",\"seq\":2.5"), &ci, &err);
+    FG_CHECK(strstr(err.detail, "fraction or exponent") != NULL);
+    /* A number where a string belongs. */
+    JSON_ERR(with_extra(",\"fw\":14"), "wrong_type", "fw");
+    parse_json(with_extra(",\"fw\":14"), &ci, &err);
+    FG_CHECK(strstr(err.detail, "an integer") != NULL);
+    /* Unknown fields may hold any JSON number. */
+    JSON_OK(with_extra(",\"big\":123456789012345678901234567890,"
+                       "\"neg\":-99999999999999999999999,\"huge\":1e999999,"
+                       "\"tiny\":-1.5e-999999,\"x\":[18446744073709551616]"),
+            &ci);
+    FG_CHECK_INT(ci.has, 0);
+    /* JSON number syntax is still JSON's. */
+    JSON_ERR(with_extra(",\"seq\":01"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"seq\":+1"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"seq\":.5"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"seq\":1."), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"seq\":-"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"seq\":0x10"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"seq\":NaN"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":1e"), "invalid_json", NULL);
+}
+
+/* Escapes and UTF-8: what yajl alone would let through. */
+static void test_json_strings_strict(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    char *big;
+
+    /* Escaped schema strings are unescaped and kept. */
+    JSON_OK("{\"device_id\":\"d\\u0065v\\u003a1\",\"sku_region\":\"\\u0043N\","
+            "\"region\":\"C\\u0055\",\"model\":\"\\u00c9cran \\\"8\\\"\","
+            "\"fw\":\"\\ud83d\\ude00\"}",
+            &ci);
+    FG_CHECK_STR(ci.device_id, "dev:1");
+    FG_CHECK_INT(ci.device_id_len, 5);
+    FG_CHECK_STR(ci.sku_region, "CN");
+    FG_CHECK_STR(ci.region, "CU");
+    FG_CHECK_STR(ci.model, "\xc3\x89" "cran \"8\"");
+    FG_CHECK_STR(ci.fw, "\xf0\x9f\x98\x80");
+    FG_CHECK_INT(ci.fw_len, 4);
+    /* An escaped backslash before u0000 is text, not the escape. */
+    JSON_OK(with_extra(",\"model\":\"a\\\\u0000\""), &ci);
+    FG_CHECK_STR(ci.model, "a\\u0000");
+    JSON_ERR(with_extra(",\"model\":\"a\\\\\\u0000\""), "invalid_json", NULL);
+    /* \u0000 anywhere: schema field, unknown value, key, nested. */
+    JSON_ERR(with_extra(",\"x\":\"\\u0000\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"\\u0000\":1"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":[{\"y\":\"a\\u0000\"}]"), "invalid_json", NULL);
+    JSON_ERR("{\"device_id\":\"d\\u0000\",\"sku_region\":\"CN\","
+             "\"region\":\"CU\"}",
+             "invalid_json", NULL);
+    parse_json(with_extra(",\"x\":\"\\u0000\""), &ci, &err);
+    FG_CHECK(strstr(err.detail, "u0000") != NULL);
+    /* Surrogate escapes must pair up. */
+    JSON_ERR(with_extra(",\"model\":\"\\udc00\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"model\":\"\\ud800\\u0041\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"model\":\"\\ud800\\\\u0041\""), "invalid_json",
+             NULL);
+    JSON_ERR(with_extra(",\"model\":\"\\ud83d\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":\"\\ud83dx\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"\\ude00\":1"), "invalid_json", NULL);
+    JSON_OK(with_extra(",\"model\":\"\\uD83D\\uDE00\\udbff\\udfff\""), &ci);
+    FG_CHECK_STR(ci.model, "\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf");
+    /* Strict UTF-8 in every string, not only schema fields. */
+    JSON_ERR(with_extra(",\"x\":\"\xc0\xaf\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":\"\xe0\x80\xaf\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":\"\xf0\x80\x80\xaf\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":\"\xf4\x90\x80\x80\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":\"\xf5\x80\x80\x80\""), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"\xed\xbf\xbf\":1"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":\"\xe2\x82\""), "invalid_json", NULL);
+    JSON_OK(with_extra(",\"model\":\"\xf4\x8f\xbf\xbf\xed\x9f\xbf\"," 
+                       "\"\xc3\xa9\":\"\xe2\x82\xac\""),
+            &ci);
+    FG_CHECK_INT(ci.model_len, 7);
+    /* Raw control characters are not JSON. */
+    JSON_ERR(with_extra(",\"model\":\"a\tb\""), "invalid_json", NULL);
+    /* Long escaped strings (past yajl's first decode buffer and the stack
+     * arena): counted and checked in full. */
+    big = repeat("\\u00e9", 3000);
+    {
+        char *body = malloc(3 * strlen(big) + 256);
+        if (!body)
+            abort();
+        sprintf(body, "%s", with_extra(""));
+        body[strlen(body) - 1] = '\0';
+        strcat(body, ",\"");
+        strcat(body, big);
+        strcat(body, "\":\"");
+        strcat(body, big);
+        strcat(body, "\",\"model\":\"");
+        strcat(body, big);
+        strcat(body, "\"}");
+        parse_json(body, &ci, &err);
+        FG_CHECK_STR(err.code, "too_long");
+        FG_CHECK_STR(err.field, "model");
+        FG_CHECK(strstr(err.detail, "3000") != NULL);
+        free(body);
+    }
+    free(big);
+}
+
+/* Every object refuses a repeated key (the known-field bitmask and the
+ * sorted key list must agree with each other). */
+static void test_json_duplicates(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    char *many, *body;
+    size_t cap = 200000;
+
+    JSON_ERR(with_extra(",\"model\":null,\"model\":\"x\""), "invalid_json",
+             NULL);
+    parse_json(with_extra(",\"fw\":\"1\",\"fw\":\"1\""), &ci, &err);
+    FG_CHECK(strstr(err.detail, "duplicate") != NULL);
+    FG_CHECK(strstr(err.detail, "fw") != NULL);
+    /* An escaped key is the same key. */
+    JSON_ERR("{\"device_id\":\"a\",\"dev\\u0069ce_id\":\"b\","
+             "\"sku_region\":\"CN\",\"region\":\"CU\"}",
+             "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":1,\"\\u0078\":2"), "invalid_json", NULL);
+    JSON_ERR(with_extra(",\"x\":{\"a\":1,\"b\":2,\"a\":3}"), "invalid_json",
+             NULL);
+    JSON_ERR(with_extra(",\"x\":[1,{\"\":1,\"\":2}]"), "invalid_json", NULL);
+    /* The same key in different objects, or at other depths, is fine. */
+    JSON_OK(with_extra(",\"x\":{\"a\":1,\"b\":{\"a\":2,\"x\":3}},"
+                       "\"y\":{\"a\":1},\"a\":[{\"a\":1},{\"a\":1}],"
+                       "\"z\":{\"device_id\":1,\"model\":2}"),
+            &ci);
+    FG_CHECK_INT(ci.has, 0);
+    FG_CHECK_STR(ci.device_id, "dev-1");
+    /* Keys that differ only in length or case are different keys. */
+    JSON_OK(with_extra(",\"ab\":1,\"a\":1,\"abc\":1,\"AB\":1,\"Model\":1"), &ci);
+    /* Many distinct keys are accepted; one repeat among them is not. */
+    many = malloc(cap);
+    body = malloc(cap + 256);
+    if (!many || !body)
+        abort();
+    many[0] = '\0';
+    for (int i = 0, n = 0; i < 8000; i++)
+        n += snprintf(many + n, cap - (size_t)n, ",\"k%d\":%d", i, i);
+    /* (with_extra's buffer is too small for these) */
+    snprintf(body, cap + 256,
+             "{\"device_id\":\"d\",\"sku_region\":\"CN\",\"region\":\"CU\"%s}",
+             many);
+    JSON_OK(body, &ci);
+    strcat(many, ",\"k4321\":0");
+    snprintf(body, cap + 256,
+             "{\"device_id\":\"d\",\"sku_region\":\"CN\",\"region\":\"CU\"%s}",
+             many);
+    JSON_ERR(body, "invalid_json", NULL);
+    free(many);
+    free(body);
+}
+
+/* Containers nest at most 32 deep, counting the body itself. */
+static void test_json_depth_limit(void)
+{
+    char body[512], *open31 = repeat("[", 31), *close31 = repeat("]", 31);
+    fg_checkin ci;
+    fg_checkin_error err;
+    rec r;
+
+    /* The check-in object is level 1: 31 more are allowed inside it. */
+    snprintf(body, sizeof(body), ",\"x\":%s%s", open31, close31);
+    JSON_OK(with_extra(body), &ci);
+    snprintf(body, sizeof(body), ",\"x\":[%s%s]", open31, close31);
+    parse_json(with_extra(body), &ci, &err);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK(err.field == NULL);
+    FG_CHECK(strstr(err.detail, "32") != NULL);
+    /* A schema field holding a deep container is still a wrong type. */
+    snprintf(body, sizeof(body), ",\"model\":%s%s", open31, close31);
+    JSON_ERR(with_extra(body), "wrong_type", "model");
+    /* In a batch, the array is level 1 and each item level 2. */
+    {
+        char *open30 = repeat("{\"a\":", 29), *close30 = repeat("}", 29);
+        char b[1024];
+        snprintf(b, sizeof(b), "[{\"device_id\":\"a\",\"sku_region\":\"CN\","
+                               "\"region\":\"CU\",\"x\":[%s1%s]}]",
+                 open30, close30);
+        FG_CHECK_INT(batch_json(b, 10, &r, &err), FG_OK);
+        FG_CHECK_INT(r.n, 1);
+        FG_CHECK(r.valid[0]);
+        snprintf(b, sizeof(b), "[{\"device_id\":\"a\",\"sku_region\":\"CN\","
+                               "\"region\":\"CU\",\"x\":[[%s1%s]]}]",
+                 open30, close30);
+        FG_CHECK_INT(batch_json(b, 10, &r, &err), FG_EINVAL);
+        FG_CHECK_STR(err.code, "invalid_json");
+        FG_CHECK_INT(r.n, 0);
+        free(open30);
+        free(close30);
+    }
+    free(open31);
+    free(close31);
+}
+
+/* Body shapes and error details of the event parser. */
+static void test_json_shapes_details(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    rec r;
+
+    /* Whitespace around and inside. */
+    JSON_OK(" \r\n\t{ \"device_id\" : \"d\" ,\n \"sku_region\":\"CN\","
+            "\"region\":\"CU\" } \n",
+            &ci);
+    /* The body must be an object; its contents are still parsed first. */
+    JSON_ERR("[{\"device_id\":\"d\",\"sku_region\":\"CN\",\"region\":\"CU\"}]",
+             "not_an_object", NULL);
+    JSON_ERR("[1,2", "invalid_json", NULL);
+    JSON_ERR("[{\"a\":1,\"a\":2}]", "invalid_json", NULL);
+    JSON_ERR("true", "not_an_object", NULL);
+    JSON_ERR("-1e5", "not_an_object", NULL);
+    JSON_ERR("123456789012345678901234567890", "not_an_object", NULL);
+    JSON_ERR("{}[]", "invalid_json", NULL);
+    JSON_ERR("{}x", "invalid_json", NULL);
+    JSON_ERR("{\"device_id\":\"d\" \"sku_region\":\"CN\"}", "invalid_json",
+             NULL);
+    JSON_ERR("{\"device_id\":'d'}", "invalid_json", NULL);
+    JSON_ERR("{\"a\":1 /* c */}", "invalid_json", NULL);
+    JSON_ERR("{\"a\":tru}", "invalid_json", NULL);
+    JSON_ERR("{\"a\":\"\\x\"}", "invalid_json", NULL);
+    JSON_ERR("{\"a\":\"\\u12G4\"}", "invalid_json", NULL);
+    JSON_ERR("{\"a\":\"abc", "invalid_json", NULL);
+    JSON_ERR("{1:2}", "invalid_json", NULL);
+    /* A syntax error wins over schema errors found before it. */
+    JSON_ERR("{\"device_id\":\"a b\",\"sku_region\":\"x\",", "invalid_json",
+             NULL);
+    /* The detail locates the error by line and column, in ASCII. */
+    parse_json("{\"device_id\":\"d\",\n\"sku_region\":\"CN\",\n  \"region\" 1}",
+               &ci, &err);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK(strstr(err.detail, "line 3") != NULL);
+    parse_json("{\"x\":\"\xc3\xa9\xc3\xa9\xc3\xa9\xc0\"}", &ci, &err);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK(strstr(err.detail, "line 1 column 10") != NULL);
+    FG_CHECK(strstr(err.detail, "UTF-8") != NULL);
+
+    /* Batch: the shape is judged after the whole body parsed. */
+    FG_CHECK_INT(batch_json("{\"a\":[1,2]}", 10, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "not_an_array");
+    FG_CHECK_INT(batch_json("[{}, 1, 2] x", 2, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK_INT(r.n, 0);
+    FG_CHECK_INT(batch_json("[{}, 1, {\"x\":1,\"x\":1}]", 2, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK_INT(batch_json("[{}]", 0, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "too_many_items");
+    FG_CHECK_INT(r.n, 0);
+    FG_CHECK_INT(batch_json(" [ ] ", 10, &r, &err), FG_EINVAL);
+    FG_CHECK_STR(err.code, "empty_batch");
+    /* An item's huge number in a schema field fails the whole body, as
+     * jansson did; in an unknown field it is nothing. */
+    FG_CHECK_INT(batch_json("[{\"device_id\":\"a\",\"sku_region\":\"CN\","
+                            "\"region\":\"CU\"},{\"seq\":1e1,\"mcc\":"
+                            "99999999999999999999}]",
+                            10, &r, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_json");
+    FG_CHECK_INT(r.n, 0);
+    FG_CHECK_INT(batch_json("[{\"device_id\":\"a\",\"sku_region\":\"CN\","
+                            "\"region\":\"CU\",\"n\":99999999999999999999}]",
+                            10, &r, &err),
+                 FG_OK);
+    FG_CHECK(r.valid[0]);
+    /* Items that are arrays are not objects, and what they hold is not an
+     * item; nested objects are not items either. */
+    FG_CHECK_INT(batch_json("[[{\"device_id\":\"a\",\"sku_region\":\"CN\","
+                            "\"region\":\"CU\"}],null,\"s\",{\"device_id\":"
+                            "\"b\",\"sku_region\":\"CN\",\"region\":\"CU\","
+                            "\"x\":{\"device_id\":\"c\"}}]",
+                            10, &r, &err),
+                 FG_OK);
+    FG_CHECK_INT(r.n, 4);
+    FG_CHECK(!r.valid[0] && !r.valid[1] && !r.valid[2] && r.valid[3]);
+    FG_CHECK_STR(r.code[0], "not_an_object");
+    FG_CHECK_STR(r.code[1], "not_an_object");
+    FG_CHECK_STR(r.code[2], "not_an_object");
+    FG_CHECK_STR(r.device[3], "b");
+}
+
+/* Every item of a large batch arrives, in order, with its own values, and
+ * escaped strings of one item do not leak into the next. */
+static fg_status seq_cb(void *ud, size_t index, const fg_checkin *ci,
+                        const fg_checkin_error *item_err)
+{
+    size_t *bad = ud;
+    char want[32];
+    (void)item_err;
+    snprintf(want, sizeof(want), "d%zu\xc3\xa9", index);
+    if (index % 7 == 3) {
+        if (ci || !item_err || strcmp(item_err->code, "invalid_value") != 0)
+            (*bad)++;
+        return FG_OK;
+    }
+    if (!ci || ci->seq != index * 3 || strcmp(ci->model, want) != 0 ||
+        ci->model_len != strlen(want))
+        (*bad)++;
+    return FG_OK;
+}
+
+static void test_json_batch_large(void)
+{
+    size_t n = 1000, cap = n * 160 + 16, len = 0, bad = 0;
+    char *body = malloc(cap);
+    fg_checkin_error err;
+    if (!body)
+        abort();
+    body[len++] = '[';
+    for (size_t i = 0; i < n; i++) {
+        len += (size_t)snprintf(
+            body + len, cap - len,
+            "%s{\"device_id\":\"d\\u002d%zu\",\"sku_region\":\"%s\","
+            "\"region\":\"CU\",\"model\":\"d%zu\\u00e9\",\"seq\":%zu}",
+            i ? "," : "", i, i % 7 == 3 ? "cn" : "CN", i, i * 3);
+    }
+    body[len++] = ']';
+    FG_CHECK_INT(fg_checkin_batch_parse_json(body, len, n, seq_cb, &bad, &err),
+                 FG_OK);
+    FG_CHECK_INT(bad, 0);
+    FG_CHECK_INT(fg_checkin_batch_parse_json(body, len, n - 1, seq_cb, &bad,
+                                             &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "too_many_items");
+    FG_CHECK(strstr(err.detail, "1000") != NULL);
+    FG_CHECK_INT(bad, 0);
+    free(body);
 }
 
 /* ---- msgpack: single ------------------------------------------------- */
@@ -1345,7 +1729,10 @@ static void test_record_decode_errors(void)
 FG_TEST_MAIN(test_json_full, test_json_minimal_and_nulls, test_json_required,
              test_json_wrong_types, test_json_device_id, test_json_regions,
              test_json_text_fields, test_json_integers, test_json_body_shape,
-             test_json_deep_nesting, test_json_batch, test_mp_full,
+             test_json_deep_nesting, test_json_batch, test_json_number_text,
+             test_json_strings_strict, test_json_duplicates,
+             test_json_depth_limit, test_json_shapes_details,
+             test_json_batch_large, test_mp_full,
              test_mp_fields, test_mp_strings, test_mp_prescan, test_mp_batch,
              test_record_roundtrip, test_record_sizes, test_record_wire,
              test_record_decode_errors)
