@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "fg_log.h"
-#include "gw_admin.h"
+#include "fg_admin.h"
 #include "gw_config.h"
 #include "gw_ingest.h"
 #include "gw_locks.h"
@@ -20,7 +20,7 @@ typedef struct gw_app {
     struct event_base *base;
     gw_worker **workers;
     int nworkers;
-    gw_admin *admin;
+    fg_admin *admin;
     gw_locks *locks;
     gw_prober *prober;
     struct event *sigterm, *sigint, *wait_tick;
@@ -54,10 +54,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     app->stopping = 1;
     fg_log_info("shutdown", "signal=%d timeout_ms=%lld", (int)sig,
                 (long long)app->cfg.shutdown_timeout_ms);
-    gw_admin_set_draining(app->admin);
+    fg_admin_set_draining(app->admin);
     for (int i = 0; i < app->nworkers; i++)
         gw_worker_stop(app->workers[i]);
     on_wait_tick(-1, 0, app);
+}
+
+/* /readyz: the lock table caught up and every producer usable. */
+static const char *readiness(void *ud)
+{
+    gw_app *app = ud;
+    if (!app->locks || !gw_locks_ready(app->locks))
+        return "lock_table_catching_up";
+    for (int i = 0; i < app->nworkers; i++)
+        if (!gw_worker_healthy(app->workers[i]))
+            return "broker_unavailable";
+    return NULL;
 }
 
 static double queue_depth_fn(void *ud)
@@ -144,8 +156,8 @@ int main(int argc, char **argv)
         fg_log_error("startup_failed", "err=%s", fg_log_quote(err, q, sizeof(q)));
         goto out;
     }
-    app.admin = gw_admin_new(app.base, app.cfg.admin_listen, m, app.locks,
-                             app.workers, app.nworkers, err, sizeof(err));
+    app.admin = fg_admin_new(app.base, app.cfg.admin_listen, m, readiness,
+                             &app, err, sizeof(err));
     if (!app.admin) {
         char q[600];
         fg_log_error("startup_failed", "err=%s", fg_log_quote(err, q, sizeof(q)));
@@ -196,7 +208,7 @@ out:
     for (int i = 0; app.workers && i < app.nworkers; i++)
         gw_worker_free(app.workers[i]);
     free(app.workers);
-    gw_admin_free(app.admin);
+    fg_admin_free(app.admin);
     gw_locks_free(app.locks);
     if (app.sigterm)
         event_free(app.sigterm);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Admin HTTP routes served on the main loop. */
-#include "gw_admin.h"
+/* Admin HTTP routes on the fg_http layer, shared by every daemon. */
+#include "fg_admin.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,20 +9,19 @@
 
 #include "fg_http.h"
 
-struct gw_admin {
+struct fg_admin {
     fg_http_server *srv;
     fg_metrics *m;
-    gw_locks *locks;
-    gw_worker **workers;
-    int n;
+    fg_admin_ready_fn ready;
+    void *ud;
     int draining;
+    int port;
 };
 
 static void on_admin(void *ud, fg_http_req *req)
 {
-    gw_admin *a = ud;
-    size_t plen;
-    const char *path = fg_http_req_path(req, &plen);
+    fg_admin *a = ud;
+    const char *path = fg_http_req_path(req, NULL);
     fg_http_method meth = fg_http_req_method(req);
     if (meth != FG_HTTP_GET && meth != FG_HTTP_HEAD) {
         fg_http_respond_error(req, 405, "method_not_allowed", "use GET",
@@ -48,15 +47,10 @@ static void on_admin(void *ud, fg_http_req *req)
         return;
     }
     if (strcmp(path, "/readyz") == 0) {
-        const char *why = NULL;
-        if (a->draining)
-            why = "draining";
-        else if (!gw_locks_ready(a->locks))
-            why = "lock_table_catching_up";
-        for (int i = 0; !why && i < a->n; i++)
-            if (!gw_worker_healthy(a->workers[i]))
-                why = "broker_unavailable";
-        char body[128];
+        const char *why = a->draining ? "draining"
+                          : a->ready  ? a->ready(a->ud)
+                                      : NULL;
+        char body[160];
         int n = why ? snprintf(body, sizeof(body),
                                "{\"status\":\"not_ready\",\"reason\":\"%s\"}",
                                why)
@@ -68,24 +62,24 @@ static void on_admin(void *ud, fg_http_req *req)
     fg_http_respond_error(req, 404, "not_found", NULL, NULL);
 }
 
-gw_admin *gw_admin_new(struct event_base *base, const char *addr,
-                       fg_metrics *m, gw_locks *locks, gw_worker **workers,
-                       int n, char *errbuf, size_t errlen)
+fg_admin *fg_admin_new(struct event_base *base, const char *addr,
+                       fg_metrics *m, fg_admin_ready_fn ready, void *ud,
+                       char *errbuf, size_t errlen)
 {
-    gw_admin *a = calloc(1, sizeof(*a));
+    fg_admin *a = calloc(1, sizeof(*a));
     if (!a) {
         snprintf(errbuf, errlen, "out of memory");
         return NULL;
     }
     a->m = m;
-    a->locks = locks;
-    a->workers = workers;
-    a->n = n;
+    a->ready = ready;
+    a->ud = ud;
     int fd = fg_http_listen(addr, 0, errbuf, errlen);
     if (fd < 0) {
         free(a);
         return NULL;
     }
+    a->port = fg_http_bound_port(fd);
     fg_http_limits lim = {
         .max_header_bytes = 16 * 1024,
         .max_body_bytes = 4096,
@@ -103,12 +97,17 @@ gw_admin *gw_admin_new(struct event_base *base, const char *addr,
     return a;
 }
 
-void gw_admin_set_draining(gw_admin *a)
+void fg_admin_set_draining(fg_admin *a)
 {
     a->draining = 1;
 }
 
-void gw_admin_free(gw_admin *a)
+int fg_admin_port(const fg_admin *a)
+{
+    return a->port;
+}
+
+void fg_admin_free(fg_admin *a)
 {
     if (!a)
         return;
