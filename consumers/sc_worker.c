@@ -587,6 +587,22 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 
 void sc_worker_redis_up(sc_worker *w)
 {
+    /* Redis may have come back from a crash with fewer writes than we saw
+     * acknowledged (an fsync window). Reload every partition from what Redis
+     * has now and replay from there: the fences make the replay exact. */
+    for (int32_t p = 0; p < w->nparts; p++) {
+        part *pt = &w->parts[p];
+        if (pt->state != P_ACTIVE)
+            continue;
+        pt->gen++;
+        pt->state = P_LOADING;
+        pt->flying = 0;
+        pt->need_retry = 0;
+        sc_agg_rollback(pt->agg);
+        fence_clear(&pt->fences);
+        set_paused(w, p, 1);
+        start_load(w, p);
+    }
     on_tick(-1, 0, w);
 }
 
