@@ -303,7 +303,7 @@ static void on_members(void *ud, const fg_redis_result *res)
         return;
     }
     lc->regions = calloc(n, sizeof(*lc->regions));
-    lc->fences = malloc(n * sizeof(*lc->fences));
+    lc->fences = calloc(n, sizeof(*lc->fences));
     if (!lc->regions || !lc->fences) {
         load_finish(lc, 0);
         return;

@@ -78,7 +78,7 @@ static void usage(FILE *out, const char *prog)
             "fleetgate gateway: takes device check-ins over HTTP (JSON or msgpack),\n"
             "produces them to Kafka and answers each device with its directive.\n"
             "\n"
-            "  -c, --config FILE   INI configuration file (see config/fleetgate.ini)\n"
+            "  -c, --config FILE   INI configuration file (see config/gateway.ini)\n"
             "      --set KEY=VALUE override one key (repeatable), e.g.\n"
             "                      --set gateway.listen=0.0.0.0:8080\n"
             "      --check-config  load the configuration, report, and exit\n"
