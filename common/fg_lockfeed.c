@@ -53,6 +53,9 @@ static void *meta_main(void *arg)
             event_active(l->assign_ev, EV_READ, 0);
             break;
         }
+        /* Report the topic's own error when the request itself worked. */
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1)
+            err = md->topics[0].err;
         if (md)
             rd_kafka_metadata_destroy(md);
         if (!warned) {
