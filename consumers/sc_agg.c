@@ -341,7 +341,8 @@ static int undo_push(undo_vec *v, seq_node *node, uint64_t prev, int existed)
 
 /* Returns 1 when (device, seq) is new and remembers it, 0 when seen, -1 on
  * allocation failure. */
-static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms)
+static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms,
+                     int journal)
 {
     size_t j = (size_t)hash_str(ci->device_id, 1469598103934665603ull) &
                (a->capseq - 1);
@@ -350,7 +351,7 @@ static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms)
             n->seen_ms = now_ms;
             if (ci->seq <= n->seq)
                 return 0;
-            if (undo_push(&a->filling, n, n->seq, 1) != 0)
+            if (journal && undo_push(&a->filling, n, n->seq, 1) != 0)
                 return -1;
             n->seq = ci->seq;
             return 1;
@@ -366,7 +367,7 @@ static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms)
     memcpy(n->device, ci->device_id, ci->device_id_len + 1u);
     n->seq = ci->seq;
     n->seen_ms = now_ms;
-    if (undo_push(&a->filling, n, 0, 0) != 0) {
+    if (journal && undo_push(&a->filling, n, 0, 0) != 0) {
         free(n);
         return -1;
     }
@@ -427,8 +428,15 @@ sc_add sc_agg_add(sc_agg *a, int64_t offset, const fg_checkin *ci,
                   fg_status *st)
 {
     *st = FG_OK;
-    if (offset <= fence)
+    if (offset <= fence) {
+        /* Counted before (a replay): only refresh the seq memory, outside
+         * any journal, so duplicates of it are still caught after a
+         * rebalance or a restart. */
+        if ((ci->has & FG_CHECKIN_HAS_SEQ) && recv_ts >= now_ms - a->window_ms &&
+            seq_check(a, ci, now_ms, 0) < 0)
+            *st = FG_ENOMEM;
         return SC_ADD_FENCED;
+    }
     if (recv_ts < now_ms - a->window_ms)
         return SC_ADD_TOO_OLD;
     size_t ri;
@@ -443,7 +451,7 @@ sc_add sc_agg_add(sc_agg *a, int64_t offset, const fg_checkin *ci,
         r->last_offset = offset;
     sc_add res = SC_ADD_COUNTED;
     if (ci->has & FG_CHECKIN_HAS_SEQ) {
-        int fresh = seq_check(a, ci, now_ms);
+        int fresh = seq_check(a, ci, now_ms, 1);
         if (fresh < 0)
             goto nomem;
         if (!fresh)

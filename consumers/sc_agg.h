@@ -52,7 +52,10 @@ void sc_agg_forget(sc_agg *a);
 
 /* Adds a decoded check-in read at offset. fence is the highest offset
  * already applied to the check-in's region for this partition (-1 for none):
- * a check-in at or below it was counted before and is skipped. now_ms bounds
+ * a check-in at or below it was counted before and is skipped, but its
+ * (device_id, seq) is remembered (not journaled: it is settled), which is
+ * how the memory is rebuilt after an assignment by re-reading the window
+ * that precedes the resume point. now_ms bounds
  * the window. Returns what happened; FG_ENOMEM is reported through *st. */
 sc_add sc_agg_add(sc_agg *a, int64_t offset, const fg_checkin *ci,
                   int64_t recv_ts, int64_t fence, int64_t now_ms,

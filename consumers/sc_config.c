@@ -45,6 +45,11 @@ static const fg_conf_slot sc_slots[] = {
             "Evaluator lease in Redis; another scorer takes over after it."),
     SC_SLOT("scorer.batch_max", FG_CONF_INT, "20000", batch_max, 1, 1000000,
             "Most check-ins aggregated into one Redis apply per partition."),
+    SC_SLOT("scorer.dedupe_lookback", FG_CONF_DURATION, "60s",
+            dedupe_lookback_ms, 0, 86400000,
+            "After an assignment, how far before the resume point the "
+            "partition is re-read (without counting) to remember recent "
+            "(device_id, seq) pairs, so a device's retry is not counted twice."),
     SC_SLOT("redis.host", FG_CONF_STR, "127.0.0.1", redis_host, 0, 0,
             "Redis host."),
     SC_SLOT("redis.port", FG_CONF_INT, "6379", redis_port, 1, 65535,

@@ -321,6 +321,10 @@ static void on_members(void *ud, const fg_redis_result *res)
     }
     for (size_t i = 0; i < n; i++) {
         fence_ctx *fc = malloc(sizeof(*fc));
+        if (fc) {
+            fc->lc = lc;
+            fc->i = i;
+        }
         if (!fc ||
             fg_redis_command(lc->s->r, on_fence, fc, "HGET fg:{%s}:fence %d",
                              lc->regions[i], (int)lc->partition) != FG_OK) {

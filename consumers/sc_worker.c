@@ -7,6 +7,7 @@
 
 #include <event2/event.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,8 +125,24 @@ typedef struct flight {
     int64_t *newf;
 } flight;
 
+/* A blocking offsets-for-times lookup, done on the lookup thread. */
+typedef struct lookup_job {
+    struct lookup_job *next;
+    int32_t p;
+    uint32_t gen;
+    int64_t ts;     /* find the first offset at or after this time */
+    int64_t resume; /* the Redis resume point */
+    int64_t found;  /* result; -1 when none or on error */
+} lookup_job;
+
 struct sc_worker {
     struct event_base *base;
+    pthread_t lk_th;
+    int lk_started, lk_stop;
+    pthread_mutex_t lk_mu;
+    pthread_cond_t lk_cv;
+    lookup_job *lk_todo, *lk_done;
+    struct event *lk_ev;
     const sc_config *cfg;
     sc_store *store;
     const fg_market_map *mm;
@@ -402,6 +419,20 @@ static void start_load(sc_worker *w, int32_t p)
     pt->loading = 1;
 }
 
+/* Starts reading partition p at offset from (counting only what is past
+ * the checkpoint). */
+static void activate(sc_worker *w, int32_t p, int64_t from, size_t nregions)
+{
+    part *pt = &w->parts[p];
+    pt->state = P_ACTIVE;
+    pt->fill_last = from >= 0 ? from - 1 : pt->checkpoint;
+    rd_kafka_seek(w->rkt, p, from, 0);
+    fg_log_info("partition_active", "topic=%s partition=%d resume=%" PRId64
+                " from=%" PRId64 " regions=%zu", w->cfg->topic, (int)p,
+                pt->checkpoint, from, nregions);
+    set_paused(w, p, 0);
+}
+
 static void on_loaded(void *ud, int ok, const char *const *regions,
                       const int64_t *fences, size_t n, int64_t resume)
 {
@@ -421,15 +452,86 @@ static void on_loaded(void *ud, int ok, const char *const *regions,
     for (size_t i = 0; i < n; i++)
         fence_set(&pt->fences, region_key(regions[i]), fences[i]);
     pt->checkpoint = resume;
-    pt->fill_last = resume;
     pt->fill_count = 0;
-    pt->state = P_ACTIVE;
-    rd_kafka_seek(w->rkt, lr->p,
-                  resume >= 0 ? resume + 1 : RD_KAFKA_OFFSET_BEGINNING, 0);
-    fg_log_info("partition_active", "topic=%s partition=%d resume=%" PRId64
-                " regions=%zu", w->cfg->topic, (int)lr->p, resume, n);
-    set_paused(w, lr->p, 0);
+    if (resume < 0) {
+        activate(w, lr->p, RD_KAFKA_OFFSET_BEGINNING, n);
+        free(lr);
+        return;
+    }
+    /* Re-read the window before the resume point to rebuild the seq
+     * memory (those records are fenced: nothing is counted twice). */
+    lookup_job *job = calloc(1, sizeof(*job));
+    if (!job) {
+        activate(w, lr->p, resume + 1, n);
+        free(lr);
+        return;
+    }
+    job->p = lr->p;
+    job->gen = pt->gen;
+    job->ts = now_ms(w) - (w->cfg->dedupe_lookback_ms < w->cfg->window_ms
+                               ? w->cfg->dedupe_lookback_ms
+                               : w->cfg->window_ms);
+    job->resume = resume;
+    pthread_mutex_lock(&w->lk_mu);
+    job->next = w->lk_todo;
+    w->lk_todo = job;
+    pthread_cond_signal(&w->lk_cv);
+    pthread_mutex_unlock(&w->lk_mu);
     free(lr);
+}
+
+static void *lookup_main(void *arg)
+{
+    sc_worker *w = arg;
+    pthread_mutex_lock(&w->lk_mu);
+    while (!w->lk_stop) {
+        lookup_job *job = w->lk_todo;
+        if (!job) {
+            pthread_cond_wait(&w->lk_cv, &w->lk_mu);
+            continue;
+        }
+        w->lk_todo = job->next;
+        pthread_mutex_unlock(&w->lk_mu);
+        rd_kafka_topic_partition_list_t *l =
+            rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, w->cfg->topic, job->p)->offset =
+            job->ts;
+        job->found = -1;
+        if (rd_kafka_offsets_for_times(w->rk, l, 5000) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            l->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            job->found = l->elems[0].offset;
+        rd_kafka_topic_partition_list_destroy(l);
+        pthread_mutex_lock(&w->lk_mu);
+        job->next = w->lk_done;
+        w->lk_done = job;
+        event_active(w->lk_ev, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&w->lk_mu);
+    return NULL;
+}
+
+static void on_lookups(evutil_socket_t fd, short what, void *arg)
+{
+    sc_worker *w = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&w->lk_mu);
+    lookup_job *job = w->lk_done;
+    w->lk_done = NULL;
+    pthread_mutex_unlock(&w->lk_mu);
+    while (job) {
+        lookup_job *next = job->next;
+        part *pt = part_get(w, job->p, 0);
+        if (pt && pt->gen == job->gen && pt->state == P_LOADING) {
+            int64_t from = job->resume + 1;
+            if (job->found >= 0 && job->found <= job->resume)
+                from = job->found;
+            activate(w, job->p, from, pt->fences.n);
+        }
+        free(job);
+        job = next;
+    }
 }
 
 static void on_rebalance(sc_worker *w, rd_kafka_event_t *ev)
@@ -694,6 +796,14 @@ sc_worker *sc_worker_new(struct event_base *base, const sc_config *cfg,
     w->pump = fg_kafka_pump_new(base, w->q, 5000, on_event, w, errbuf, errlen);
     if (!w->pump)
         goto fail;
+    pthread_mutex_init(&w->lk_mu, NULL);
+    pthread_cond_init(&w->lk_cv, NULL);
+    w->lk_ev = event_new(base, -1, 0, on_lookups, w);
+    if (!w->lk_ev || pthread_create(&w->lk_th, NULL, lookup_main, w) != 0) {
+        snprintf(errbuf, errlen, "cannot start the lookup thread");
+        goto fail;
+    }
+    w->lk_started = 1;
     struct timeval tv = {0, SC_RETRY_MS * 1000};
     w->tick = event_new(base, -1, EV_PERSIST, on_tick, w);
     w->flush = evtimer_new(base, on_flush, w);
@@ -726,6 +836,21 @@ void sc_worker_free(sc_worker *w)
         event_free(w->tick);
     if (w->flush)
         event_free(w->flush);
+    if (w->lk_started) {
+        pthread_mutex_lock(&w->lk_mu);
+        w->lk_stop = 1;
+        pthread_cond_signal(&w->lk_cv);
+        pthread_mutex_unlock(&w->lk_mu);
+        pthread_join(w->lk_th, NULL);
+    }
+    while (w->lk_todo || w->lk_done) {
+        lookup_job **head = w->lk_todo ? &w->lk_todo : &w->lk_done;
+        lookup_job *job = *head;
+        *head = job->next;
+        free(job);
+    }
+    if (w->lk_ev)
+        event_free(w->lk_ev);
     if (w->rk) {
         fg_kafka_pump_free(w->pump);
         w->pump = NULL;

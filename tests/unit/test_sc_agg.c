@@ -157,5 +157,19 @@ static void test_rollback_restores_seq_memory(void)
     sc_agg_free(a);
 }
 
-FG_TEST_MAIN(test_rollback_restores_seq_memory, test_groups_by_region_and_bucket, test_duplicate_seq_counts_once,
+static void test_fenced_replay_rebuilds_seq_memory(void)
+{
+    sc_agg *a = sc_agg_new(MIN, 15 * MIN, NULL);
+    fg_status st;
+    fg_checkin s7 = mk("d9", "CN", "CU", 1, 7);
+    /* A new owner re-reads the window before its resume point (fence 50). */
+    FG_CHECK_INT(sc_agg_add(a, 40, &s7, NOW, 50, NOW, &st), SC_ADD_FENCED);
+    FG_CHECK_INT(sc_agg_regions(a), 0); /* nothing to apply */
+    sc_agg_rollback(a);                 /* a failed batch must not undo it */
+    /* A device retry of seq 7 after the resume point is a duplicate. */
+    FG_CHECK_INT(sc_agg_add(a, 60, &s7, NOW, 50, NOW, &st), SC_ADD_DUPLICATE);
+    sc_agg_free(a);
+}
+
+FG_TEST_MAIN(test_fenced_replay_rebuilds_seq_memory, test_rollback_restores_seq_memory, test_groups_by_region_and_bucket, test_duplicate_seq_counts_once,
              test_fence_and_window, test_many_devices_and_expiry)
