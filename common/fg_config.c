@@ -5,6 +5,8 @@
  * environment variables and --set overrides, in that order of precedence. */
 #include "fg_config.h"
 
+#include <getopt.h>
+
 #include <errno.h>
 #include <ini.h>
 #include <stdarg.h>
@@ -929,4 +931,46 @@ void fg_conf_help(const fg_conf_slot *slots, FILE *out)
             }
         }
     }
+}
+
+fg_status fg_conf_cli_parse(fg_conf_cli *cli, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"set", required_argument, NULL, 's'},
+        {"check-config", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    cli->sets = calloc((size_t)argc + 1, sizeof(char *));
+    if (!cli->sets)
+        return FG_ENOMEM;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': cli->path = optarg; break;
+        case 's': cli->sets[cli->nsets++] = optarg; break;
+        case 'k': cli->check_only = 1; break;
+        case 'h': cli->help = 1; break;
+        case 'V': cli->version = 1; break;
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", argv[0]);
+            return FG_EINVAL;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0],
+                argv[optind]);
+        return FG_EINVAL;
+    }
+    return FG_OK;
+}
+
+void fg_conf_cli_free(fg_conf_cli *cli)
+{
+    free(cli->sets);
+    cli->sets = NULL;
+    cli->nsets = 0;
 }

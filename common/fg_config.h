@@ -106,6 +106,25 @@ void fg_conf_free(const fg_conf_slot *slots, void *target);
 /* Frees the items of a pass-through list and empties it. */
 void fg_conf_kvs_free(fg_conf_kvs *kvs);
 
+/* The command line every daemon takes:
+ *   -c, --config FILE   --set KEY=VALUE (repeatable)   --check-config
+ *   -h, --help          -V, --version
+ * sets points into argv (borrowed); the array itself is owned. */
+typedef struct fg_conf_cli {
+    const char *path;
+    char **sets;
+    size_t nsets;
+    int check_only;
+    int help;
+    int version;
+} fg_conf_cli;
+
+/* Parses argv into cli (zeroed by the caller). Returns FG_OK, or FG_EINVAL
+ * after printing a usage hint to stderr (an unknown flag or a stray
+ * argument), or FG_ENOMEM. Free with fg_conf_cli_free. @thread main */
+fg_status fg_conf_cli_parse(fg_conf_cli *cli, int argc, char **argv);
+void fg_conf_cli_free(fg_conf_cli *cli);
+
 /* Writes one block per slot: key, type, default, env variable, description.
  * For --help. */
 void fg_conf_help(const fg_conf_slot *slots, FILE *out);

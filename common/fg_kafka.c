@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fg_log.h"
+
 struct fg_kafka_pump {
     rd_kafka_queue_t *q;
     int fds[2];
@@ -124,4 +126,13 @@ fg_status fg_kafka_conf_apply(rd_kafka_conf_t *conf, const fg_conf_kvs *kvs,
             return st;
     }
     return FG_OK;
+}
+
+void fg_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                     const char *buf)
+{
+    char q[512];
+    fg_log(level <= 3 ? FG_LOG_ERROR : level <= 5 ? FG_LOG_WARN : FG_LOG_DEBUG,
+           "librdkafka", "client=%s fac=%s text=%s", rd_kafka_name(rk), fac,
+           fg_log_quote(buf, q, sizeof(q)));
 }

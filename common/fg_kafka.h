@@ -37,6 +37,12 @@ void fg_kafka_pump_run(fg_kafka_pump *pump);
  * NULL is a no-op. @thread the loop's */
 void fg_kafka_pump_free(fg_kafka_pump *pump);
 
+/* A librdkafka log callback (rd_kafka_conf_set_log_cb) that writes through
+ * fg_log: syslog levels 0-3 as error, 4-5 as warn, the rest as debug.
+ * @thread any (librdkafka's threads call it) */
+void fg_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                     const char *buf);
+
 /* Applies every key of kvs to conf (borrowed) with rd_kafka_conf_set.
  * Returns FG_EINVAL with errbuf naming the first bad key ("kafka.<key>"). */
 fg_status fg_kafka_conf_apply(rd_kafka_conf_t *conf, const fg_conf_kvs *kvs,

@@ -223,16 +223,6 @@ static double ready_fn(void *ud)
     return fg_lockfeed_ready(ud) ? 1.0 : 0.0;
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
-                   const char *buf)
-{
-    char q[512];
-    (void)rk;
-    fg_log(level <= 3 ? FG_LOG_ERROR : level <= 5 ? FG_LOG_WARN : FG_LOG_DEBUG,
-           "librdkafka", "client=locks fac=%s text=%s", fac,
-           fg_log_quote(buf, q, sizeof(q)));
-}
-
 fg_lockfeed *fg_lockfeed_new(struct event_base *base, rd_kafka_conf_t *conf,
                              const char *topic, fg_lockfeed_record_cb on_record,
                              fg_lockfeed_batch_cb on_batch, void *ud,
@@ -269,7 +259,7 @@ fg_lockfeed *fg_lockfeed_new(struct event_base *base, rd_kafka_conf_t *conf,
         fg_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf,
                           errlen) != FG_OK)
         goto fail;
-    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_log_cb(conf, fg_kafka_log_cb);
     rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_ERROR);
     l->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
     if (!l->rk)

@@ -2,7 +2,6 @@
 /* The scorer's option table and command line. */
 #include "sc_config.h"
 
-#include <getopt.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,43 +175,20 @@ static int derive(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
 sc_cli sc_config_load(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
                       int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"set", required_argument, NULL, 's'},
-        {"check-config", no_argument, NULL, 'k'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = NULL;
-    char **sets = calloc((size_t)argc + 1, sizeof(char *));
-    size_t nsets = 0;
-    int check_only = 0, c;
+    fg_conf_cli cli;
     sc_cli rc = SC_CLI_EXIT_FAIL;
     char err[512];
-    if (!sets)
-        return SC_CLI_EXIT_FAIL;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': path = optarg; break;
-        case 's': sets[nsets++] = optarg; break;
-        case 'k': check_only = 1; break;
-        case 'h':
-            usage(stdout, argv[0]);
-            rc = SC_CLI_EXIT_OK;
-            goto out;
-        case 'V':
-            printf("fleetgate-scorer %s\n", FG_VERSION);
-            rc = SC_CLI_EXIT_OK;
-            goto out;
-        default:
-            fprintf(stderr, "Try '%s --help'.\n", argv[0]);
-            goto out;
-        }
+    memset(&cli, 0, sizeof(cli));
+    if (fg_conf_cli_parse(&cli, argc, argv) != FG_OK)
+        goto out;
+    if (cli.help) {
+        usage(stdout, argv[0]);
+        rc = SC_CLI_EXIT_OK;
+        goto out;
     }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+    if (cli.version) {
+        printf("fleetgate-scorer %s\n", FG_VERSION);
+        rc = SC_CLI_EXIT_OK;
         goto out;
     }
     fg_conf_passthrough pt[] = {
@@ -222,7 +198,7 @@ sc_cli sc_config_load(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
         {"rails.", &cfg->rails},
         {NULL, NULL},
     };
-    if (fg_conf_load(sc_slots, cfg, pt, path, environ, sets, nsets, err,
+    if (fg_conf_load(sc_slots, cfg, pt, cli.path, environ, cli.sets, cli.nsets, err,
                      sizeof(err)) != FG_OK ||
         derive(cfg, defaults, rails, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: configuration error: %s\n", argv[0], err);
@@ -248,14 +224,14 @@ sc_cli sc_config_load(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
         goto out;
     }
     rd_kafka_conf_destroy(kc);
-    if (check_only) {
+    if (cli.check_only) {
         printf("configuration ok\n");
         rc = SC_CLI_EXIT_OK;
         goto out;
     }
     rc = SC_CLI_RUN;
 out:
-    free(sets);
+    fg_conf_cli_free(&cli);
     return rc;
 }
 

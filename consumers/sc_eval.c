@@ -405,15 +405,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         ev->busy = 0;
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
-                   const char *buf)
-{
-    char q[512];
-    fg_log(level <= 3 ? FG_LOG_ERROR : level <= 5 ? FG_LOG_WARN : FG_LOG_DEBUG,
-           "librdkafka", "client=%s fac=%s text=%s", rd_kafka_name(rk), fac,
-           fg_log_quote(buf, q, sizeof(q)));
-}
-
 sc_eval *sc_eval_new(struct event_base *base, const sc_config *cfg,
                      sc_store *store, sc_engine *engine, fg_metrics *m,
                      char *errbuf, size_t errlen)
@@ -430,7 +421,7 @@ sc_eval *sc_eval_new(struct event_base *base, const sc_config *cfg,
     if (!kc)
         goto fail;
     rd_kafka_conf_set_events(kc, RD_KAFKA_EVENT_DR);
-    rd_kafka_conf_set_log_cb(kc, log_cb);
+    rd_kafka_conf_set_log_cb(kc, fg_kafka_log_cb);
     ev->p = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errbuf, errlen);
     if (!ev->p) {
         rd_kafka_conf_destroy(kc);

@@ -3,7 +3,6 @@
  * name, type, default, bounds and the text --help prints. */
 #include "gw_config.h"
 
-#include <getopt.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,43 +156,20 @@ static int derive(gw_config *cfg, char *errbuf, size_t errlen)
 
 gw_cli gw_config_load(gw_config *cfg, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"set", required_argument, NULL, 's'},
-        {"check-config", no_argument, NULL, 'k'},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *path = NULL;
-    char **sets = calloc((size_t)argc + 1, sizeof(char *));
-    size_t nsets = 0;
-    int check_only = 0, c;
+    fg_conf_cli cli;
     gw_cli rc = GW_CLI_EXIT_FAIL;
     char err[512];
-    if (!sets)
-        return GW_CLI_EXIT_FAIL;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
-        switch (c) {
-        case 'c': path = optarg; break;
-        case 's': sets[nsets++] = optarg; break;
-        case 'k': check_only = 1; break;
-        case 'h':
-            usage(stdout, argv[0]);
-            rc = GW_CLI_EXIT_OK;
-            goto out;
-        case 'V':
-            printf("fleetgate-gateway %s\n", FG_VERSION);
-            rc = GW_CLI_EXIT_OK;
-            goto out;
-        default:
-            fprintf(stderr, "Try '%s --help'.\n", argv[0]);
-            goto out;
-        }
+    memset(&cli, 0, sizeof(cli));
+    if (fg_conf_cli_parse(&cli, argc, argv) != FG_OK)
+        goto out;
+    if (cli.help) {
+        usage(stdout, argv[0]);
+        rc = GW_CLI_EXIT_OK;
+        goto out;
     }
-    if (optind < argc) {
-        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+    if (cli.version) {
+        printf("fleetgate-gateway %s\n", FG_VERSION);
+        rc = GW_CLI_EXIT_OK;
         goto out;
     }
     fg_conf_passthrough pt[] = {
@@ -201,7 +177,7 @@ gw_cli gw_config_load(gw_config *cfg, int argc, char **argv)
         {"markets.", &cfg->markets},
         {NULL, NULL},
     };
-    if (fg_conf_load(gw_slots, cfg, pt, path, environ, sets, nsets, err,
+    if (fg_conf_load(gw_slots, cfg, pt, cli.path, environ, cli.sets, cli.nsets, err,
                      sizeof(err)) != FG_OK ||
         derive(cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: configuration error: %s\n", argv[0], err);
@@ -219,14 +195,14 @@ gw_cli gw_config_load(gw_config *cfg, int argc, char **argv)
         goto out;
     }
     rd_kafka_conf_destroy(kc);
-    if (check_only) {
+    if (cli.check_only) {
         printf("configuration ok\n");
         rc = GW_CLI_EXIT_OK;
         goto out;
     }
     rc = GW_CLI_RUN;
 out:
-    free(sets);
+    fg_conf_cli_free(&cli);
     return rc;
 }
 

@@ -693,15 +693,6 @@ static void on_kafka_event(void *ud, rd_kafka_event_t *ev)
     }
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
-                   const char *buf)
-{
-    char q[512];
-    fg_log(level <= 3 ? FG_LOG_ERROR : level <= 5 ? FG_LOG_WARN : FG_LOG_DEBUG,
-           "librdkafka", "client=%s fac=%s text=%s", rd_kafka_name(rk), fac,
-           fg_log_quote(buf, q, sizeof(q)));
-}
-
 /* ---- lifecycle ---- */
 
 static void finish_loop(gw_worker *w)
@@ -782,7 +773,7 @@ gw_worker *gw_worker_new(gw_shared *sh, int index, char *errbuf,
     if (fg_kafka_conf_set(kc, "client.id", cid, errbuf, errlen) != FG_OK)
         goto fail;
     rd_kafka_conf_set_events(kc, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
-    rd_kafka_conf_set_log_cb(kc, log_cb);
+    rd_kafka_conf_set_log_cb(kc, fg_kafka_log_cb);
     w->p = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errbuf, errlen);
     if (!w->p)
         goto fail;
