@@ -1165,7 +1165,8 @@ static bool tick_lock(sc_engine *e, int64_t now, const sc_region_score *scores,
     int64_t nlocked, ndevices;
 
     tick_count_locks(e, now, &nlocked, &ndevices);
-    qsort(e->cand, ncand, sizeof(*e->cand), cand_cmp);
+    if (ncand > 1) /* e->cand is NULL before the first region: no qsort */
+        qsort(e->cand, ncand, sizeof(*e->cand), cand_cmp);
     for (size_t c = 0; c < ncand; c++) {
         sc_region *r = e->cand[c];
         const sc_policy *pol = region_policy(e, r);
