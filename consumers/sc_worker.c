@@ -539,6 +539,12 @@ static void on_rebalance(sc_worker *w, rd_kafka_event_t *ev)
     rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
     rd_kafka_topic_partition_list_t *l = rd_kafka_event_topic_partition_list(ev);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        /* Start every new partition at an absolute offset, so librdkafka
+         * does not fetch the committed offset: that fetch completes after
+         * our seek to the Redis resume point (or the look-back) and would
+         * win over it. */
+        for (int i = 0; i < l->cnt; i++)
+            l->elems[i].offset = 0;
         rd_kafka_error_t *e = rd_kafka_incremental_assign(w->rk, l);
         if (e) {
             fg_log_error("assign_failed", "err=%s", rd_kafka_error_string(e));
@@ -597,12 +603,21 @@ static void on_message(sc_worker *w, const rd_kafka_message_t *msg,
     fg_checkin_meta meta;
     fg_checkin_error e;
     memset(&e, 0, sizeof(e));
+    /* Records at or below the checkpoint are the look-back re-read after
+     * an assignment: below their region's fence (as they should all be),
+     * they only refresh the seq memory. They do not fill the
+     * batch (no flight would ever take them, so a full batch of them would
+     * pause the partition for good), and their dead letters were sent by
+     * whoever read them first. */
+    int reread = msg->offset <= pt->checkpoint;
     pt->fill_last = msg->offset;
-    pt->fill_count++;
+    if (!reread)
+        pt->fill_count++;
     if (!msg->payload ||
         fg_checkin_decode_record(msg->payload, msg->len, &ci, &meta, &e) !=
             FG_OK) {
-        to_dlq(w, msg, &e);
+        if (!reread)
+            to_dlq(w, msg, &e);
         return;
     }
     int found;
