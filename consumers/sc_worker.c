@@ -119,6 +119,7 @@ typedef struct flight {
     uint32_t gen;
     size_t pending;
     int failed;
+    int conflict; /* a region's fence had moved: another owner applied */
     int64_t last;
     size_t n;
     char (*regions)[FG_REGION_MAX + 1];
@@ -246,6 +247,24 @@ static void on_dlq_event(void *ud, rd_kafka_event_t *ev)
 /* ---- batches ---- */
 
 static void maybe_flush(sc_worker *w, int32_t p);
+static void start_load(sc_worker *w, int32_t p);
+
+/* Forgets what this worker believes about partition p and loads it again
+ * from Redis (fences, resume point), then replays from there: the fences
+ * make that exact. Used when Redis came back and when a fence conflict shows
+ * that our view is stale. */
+static void reload_partition(sc_worker *w, int32_t p)
+{
+    part *pt = &w->parts[p];
+    pt->gen++;
+    pt->state = P_LOADING;
+    pt->flying = 0;
+    pt->need_retry = 0;
+    sc_agg_rollback(pt->agg);
+    fence_clear(&pt->fences);
+    set_paused(w, p, 1);
+    start_load(w, p);
+}
 
 static void flight_free(flight *fl)
 {
@@ -277,6 +296,15 @@ static void flight_done(flight *fl)
                       0);
         pt->need_retry = 1;
         flight_free(fl);
+        return;
+    }
+    if (fl->conflict) {
+        /* Another owner applied past us: no checkpoint from this stale
+         * view (it could move the resume point backwards or forwards);
+         * reload the partition as Redis has it. */
+        int32_t p = fl->p;
+        flight_free(fl);
+        reload_partition(w, p);
         return;
     }
     fg_counter_add(w->c_ok, 1);
@@ -312,6 +340,7 @@ static void flight_cb(void *ud, int ok, const char *err)
         if (err && strcmp(err, "fence") == 0) {
             /* Another owner moved the fence: it counted these itself. */
             fg_counter_add(fl->w->c_zombie, 1);
+            fl->conflict = 1;
         } else {
             fl->failed = 1;
         }
@@ -707,19 +736,9 @@ void sc_worker_redis_up(sc_worker *w)
     /* Redis may have come back from a crash with fewer writes than we saw
      * acknowledged (an fsync window). Reload every partition from what Redis
      * has now and replay from there: the fences make the replay exact. */
-    for (int32_t p = 0; p < w->nparts; p++) {
-        part *pt = &w->parts[p];
-        if (pt->state != P_ACTIVE)
-            continue;
-        pt->gen++;
-        pt->state = P_LOADING;
-        pt->flying = 0;
-        pt->need_retry = 0;
-        sc_agg_rollback(pt->agg);
-        fence_clear(&pt->fences);
-        set_paused(w, p, 1);
-        start_load(w, p);
-    }
+    for (int32_t p = 0; p < w->nparts; p++)
+        if (w->parts[p].state == P_ACTIVE)
+            reload_partition(w, p);
     on_tick(-1, 0, w);
 }
 
