@@ -119,7 +119,9 @@ static void on_kafka_event(void *ud, rd_kafka_event_t *kev)
         pub_ctx *pc = m->_private;
         if (!pc)
             continue;
-        if (m->err) {
+        if (!m->err) {
+            fg_counter_add(ev->c_decisions, 1);
+        } else {
             fg_counter_add(ev->c_publish_fail, 1);
             fg_log_error("decision_not_published", "region=%s id=%s err=%s",
                          pc->region, pc->id, rd_kafka_err2name(m->err));
@@ -166,7 +168,6 @@ static void on_mirrored(void *ud, int ok, const char *err)
         free(pc);
         sc_engine_publish_failed(ev->engine, mc->lk.region, mc->lk.id);
     } else {
-        fg_counter_add(ev->c_decisions, 1);
         fg_log_info("decision", "region=%s state=%s scope=%s until=%" PRId64
                     " token=%" PRIu64 " id=%s", mc->lk.region,
                     fg_lock_state_str(mc->lk.state),
@@ -449,7 +450,7 @@ sc_eval *sc_eval_new(struct event_base *base, const sc_config *cfg,
     if (!ev->feed)
         goto fail;
     ev->c_decisions = fg_metrics_counter(m, "fleetgate_scorer_decisions_total",
-                                         "Lock decisions published.", "");
+                                         "Lock decisions the broker acknowledged.", "");
     ev->c_publish_fail = fg_metrics_counter(
         m, "fleetgate_scorer_publish_failures_total",
         "Decisions the broker did not acknowledge (decided again).", "");
