@@ -159,6 +159,7 @@ struct sc_worker {
     struct event *flush; /* runs after the pump's current burst */
     part *parts;
     int32_t nparts;
+    int rebalanced; /* a rebalance event has been served */
     fg_counter *c_counted, *c_dup, *c_old, *c_fenced, *c_dlq, *c_ok, *c_fail,
         *c_zombie;
 };
@@ -567,6 +568,7 @@ static void on_rebalance(sc_worker *w, rd_kafka_event_t *ev)
 {
     rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
     rd_kafka_topic_partition_list_t *l = rd_kafka_event_topic_partition_list(ev);
+    w->rebalanced = 1;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         /* Start every new partition at an absolute offset, so librdkafka
          * does not fetch the committed offset: that fetch completes after
@@ -888,6 +890,19 @@ void sc_worker_free(sc_worker *w)
     if (w->rk) {
         fg_kafka_pump_free(w->pump);
         w->pump = NULL;
+        if (w->q && !w->rebalanced) {
+            /* librdkafka 2.0.2 with cooperative-sticky asserts when a member
+             * closes between joining and its first assignment (fixed in
+             * 2.3.0): wait, bounded, for that assignment first. */
+            for (int i = 0; i < 50 && !w->rebalanced; i++) {
+                rd_kafka_event_t *ev = rd_kafka_queue_poll(w->q, 100);
+                if (!ev)
+                    continue;
+                if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                    on_rebalance(w, ev);
+                rd_kafka_event_destroy(ev);
+            }
+        }
         if (w->q) {
             /* Leave the group: serve the final revoke ourselves (bounded by
              * librdkafka's own timeouts) instead of blocking in close. */
