@@ -28,6 +28,7 @@ typedef struct bucket_acc {
 } bucket_acc;
 
 typedef struct region_acc {
+    uint64_t key; /* the code packed into an integer, for lookups */
     char region[FG_REGION_MAX + 1];
     bucket_acc *b;
     size_t nb, capb;
@@ -72,6 +73,7 @@ struct sc_agg {
     seq_node **seq;
     size_t nseq, capseq;         /* capseq is a power of two */
     undo_vec filling, sealed;    /* journals of seq updates */
+    size_t last_region;          /* index of the last region looked up */
 };
 
 static uint64_t hash_str(const char *s, uint64_t h)
@@ -198,13 +200,25 @@ void sc_agg_free(sc_agg *a)
     free(a);
 }
 
+static uint64_t region_key(const char *region)
+{
+    uint64_t k = 0;
+    for (int i = 0; i < FG_REGION_MAX && region[i]; i++)
+        k = (k << 8) | (unsigned char)region[i];
+    return k;
+}
+
 static region_acc *region_get(sc_agg *a, const char *region, size_t *index)
 {
-    /* Batches touch tens to hundreds of regions: a linear scan over short
-     * fixed strings is cheaper than hashing here. */
+    uint64_t key = region_key(region);
+    /* The last region hit first: consecutive records often share it. */
+    if (a->last_region < a->nregions && a->regions[a->last_region].key == key) {
+        *index = a->last_region;
+        return &a->regions[a->last_region];
+    }
     for (size_t i = 0; i < a->nregions; i++) {
-        if (strcmp(a->regions[i].region, region) == 0) {
-            *index = i;
+        if (a->regions[i].key == key) {
+            *index = a->last_region = i;
             return &a->regions[i];
         }
     }
@@ -219,6 +233,7 @@ static region_acc *region_get(sc_agg *a, const char *region, size_t *index)
     region_acc *r = &a->regions[a->nregions];
     memset(r, 0, sizeof(*r));
     snprintf(r->region, sizeof(r->region), "%s", region);
+    r->key = key;
     r->last_offset = -1;
     *index = a->nregions++;
     return r;

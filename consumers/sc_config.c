@@ -44,6 +44,11 @@ static const fg_conf_slot sc_slots[] = {
             "Evaluator lease in Redis; another scorer takes over after it."),
     SC_SLOT("scorer.batch_max", FG_CONF_INT, "20000", batch_max, 1, 1000000,
             "Most check-ins aggregated into one Redis apply per partition."),
+    SC_SLOT("scorer.batch_interval", FG_CONF_DURATION, "1s", batch_interval_ms,
+            0, 600000,
+            "Least time between two Redis applies of one partition (unless a "
+            "batch is full): Redis work follows regions x partitions per "
+            "interval, not the check-in rate."),
     SC_SLOT("scorer.dedupe_lookback", FG_CONF_DURATION, "60s",
             dedupe_lookback_ms, 0, 86400000,
             "After an assignment, how far before the resume point the "

@@ -31,6 +31,7 @@ typedef struct sc_config {
     int64_t lease_ms;
     int64_t batch_max;
     int64_t dedupe_lookback_ms;
+    int64_t batch_interval_ms;
     /* derived */
     char scorer_id[65];
     int scores_json;

@@ -111,6 +111,7 @@ typedef struct part {
     int flying;
     int paused;         /* paused by us (batch full, rewind, loading) */
     int need_retry;     /* a failed batch waits for Redis */
+    int64_t last_flush; /* when the last batch was sent (ms) */
 } part;
 
 typedef struct flight {
@@ -419,6 +420,17 @@ static void maybe_flush(sc_worker *w, int32_t p)
         return;
     if (!sc_store_up(w->store))
         return;
+    int64_t wait = pt->last_flush + w->cfg->batch_interval_ms - now_ms(w);
+    if (wait > 0 && pt->fill_count < (size_t)w->cfg->batch_max) {
+        /* Too soon after the last batch: come back when it is time. */
+        if (!evtimer_pending(w->flush, NULL)) {
+            struct timeval tv = {(time_t)(wait / 1000),
+                                 (suseconds_t)((wait % 1000) * 1000)};
+            evtimer_add(w->flush, &tv);
+        }
+        return;
+    }
+    pt->last_flush = now_ms(w);
     start_flight(w, p);
 }
 
