@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Check-in schema v1: JSON (yajl's event parser) and msgpack (msgpack-c,
- * behind a bounded pre-scan) bodies are turned into a format-neutral list of
- * field values, which one validator checks and copies into an fg_checkin;
- * the Kafka record value is written with msgpack_packer into the caller's
- * fixed buffer. */
+/* Check-in schema v1: JSON (yajl's event parser) and msgpack (a bounded
+ * in-place reader) bodies are turned into a format-neutral list of field
+ * values, which one validator checks and copies into an fg_checkin; the
+ * Kafka record value is written with msgpack_packer into the caller's fixed
+ * buffer. */
 #include "fg_checkin.h"
 
 #include <inttypes.h>
@@ -16,9 +16,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
-/* Deepest container nesting accepted in a msgpack body; msgpack-c's own
- * unpack stack (MSGPACK_EMBED_STACK_SIZE, 32 unless the library was built
- * otherwise) holds exactly this many. */
+/* Deepest container nesting accepted in a msgpack body (the body itself is
+ * level 1). */
 #define FG_MSGPACK_MAX_DEPTH 32
 
 /* ---- fields ---------------------------------------------------------- */
@@ -128,9 +127,25 @@ enum { UTF8_OK = 0, UTF8_BAD = -1, UTF8_CONTROL = -2 };
  * into *count. */
 static int utf8_scan(const unsigned char *s, size_t len, size_t *count)
 {
+    const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
     size_t i = 0, n = 0;
     while (i < len) {
-        unsigned c = s[i];
+        unsigned c;
+        /* Eight bytes at a time while all are printable ASCII: no byte
+         * >= 0x80, none below 0x20 and no DEL (a zero byte in w ^ DELs). */
+        while (len - i >= 8) {
+            uint64_t w, x;
+            memcpy(&w, s + i, 8);
+            x = w ^ (ones * 0x7f);
+            if (((w | ((w - ones * 0x20) & ~w) | ((x - ones) & ~x)) &
+                 highs) != 0)
+                break;
+            i += 8;
+            n += 8;
+        }
+        if (i >= len)
+            break;
+        c = s[i];
         size_t need;
         unsigned lo = 0x80, hi = 0xbf;
         if (c < 0x80) {
@@ -172,11 +187,18 @@ static int utf8_scan(const unsigned char *s, size_t len, size_t *count)
     return UTF8_OK;
 }
 
+/* Bits lo..hi of a 64-bit mask, for the character classes below. */
+#define FG_BITS(lo, hi) (((~0ull) >> (63 - ((hi) - (lo)))) << (lo))
+
+/* A-Z a-z 0-9 . _ : - as a 128-bit set: characters 0-63, then 64-127. */
+static const uint64_t device_id_set[2] = {
+    FG_BITS('-', '.') | FG_BITS('0', ':'),
+    FG_BITS('A' - 64, 'Z' - 64) | FG_BITS('_' - 64, '_' - 64) |
+        FG_BITS('a' - 64, 'z' - 64)};
+
 static bool device_id_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
-           c == '-';
+    return c < 128 && ((device_id_set[c >> 6] >> (c & 63)) & 1u) != 0;
 }
 
 static fg_status wrong_type(fg_checkin_error *err, int f, const char *want,
@@ -1153,6 +1175,41 @@ cleanup:
 
 /* ---- msgpack --------------------------------------------------------- */
 
+/* msgpack is read in place by a bounded cursor, without allocating and
+ * without recursion: every length and count is checked against the bytes
+ * left before it is used (an element takes at least one byte, so a few
+ * bytes declaring 2^32 elements are refused at once), containers nest at
+ * most FG_MSGPACK_MAX_DEPTH deep, and a body is exactly one value. The
+ * fields of a check-in map land in the same fg_val slots as JSON's. */
+
+typedef enum mp_kind {
+    MK_NIL,
+    MK_BOOL,
+    MK_UINT,  /* non-negative integer of any encoding, in u */
+    MK_NINT,  /* negative integer, in i */
+    MK_FLOAT, /* float 32 or 64 */
+    MK_STR,   /* n bytes at s */
+    MK_BIN,
+    MK_EXT,
+    MK_ARRAY, /* n elements follow */
+    MK_MAP    /* n key/value pairs follow */
+} mp_kind;
+
+/* One value as read by mp_next; for a container only its header. */
+typedef struct mp_tok {
+    mp_kind kind;
+    uint64_t n;
+    const unsigned char *s;
+    uint64_t u;
+    int64_t i;
+} mp_tok;
+
+/* The body and how far it has been read. */
+typedef struct mp_cur {
+    const unsigned char *p;
+    size_t len, pos;
+} mp_cur;
+
 static uint64_t be_read(const unsigned char *p, size_t n)
 {
     uint64_t v = 0;
@@ -1161,220 +1218,369 @@ static uint64_t be_read(const unsigned char *p, size_t n)
     return v;
 }
 
-/* Verifies, without allocating, that p[0..len) is exactly one well-formed
- * msgpack value with containers nested at most FG_MSGPACK_MAX_DEPTH deep and
- * no declared element count larger than the bytes left (each element takes
- * at least one byte). msgpack-c sizes its allocations by declared counts, so
- * it only ever sees bodies that passed this. Returns NULL or why not. */
-static const char *mp_prescan(const unsigned char *p, size_t len)
+/* Reads one value at the cursor into *t: a scalar whole (str, bin and ext
+ * payloads are skipped, a str's bytes stay in the body), a container's
+ * header only, after checking that its elements could fit in the bytes
+ * left. Returns NULL, or why the body is not msgpack (the cursor is then
+ * unspecified). */
+static inline __attribute__((always_inline)) const char *
+mp_next(mp_cur *c, mp_tok *t)
 {
-    uint64_t left[FG_MSGPACK_MAX_DEPTH + 1];
-    size_t pos = 0, depth = 0;
+    const unsigned char *p = c->p;
+    size_t pos = c->pos, hdr = 0, extra = 0;
+    unsigned b;
+    uint64_t v;
 
-    left[0] = 1;
-    while (depth > 0 || left[0] > 0) {
-        unsigned b;
-        uint64_t skip = 0, children = 0;
-        size_t hdr = 0;
-        bool container = false;
-
-        if (pos >= len)
-            return "truncated";
-        b = p[pos++];
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            skip = 0; /* fixint, nil, bool */
-        } else if (b >= 0x80 && b <= 0x8f) {
-            container = true;
-            children = 2u * (b & 0x0fu);
-        } else if (b >= 0x90 && b <= 0x9f) {
-            container = true;
-            children = b & 0x0fu;
-        } else if (b >= 0xa0 && b <= 0xbf) {
-            skip = b & 0x1fu;
-        } else {
-            switch (b) {
-            case 0xc4: hdr = 1; break; /* bin 8/16/32: length follows */
-            case 0xc5: hdr = 2; break;
-            case 0xc6: hdr = 4; break;
-            case 0xc7: hdr = 1; break; /* ext 8/16/32: length, type */
-            case 0xc8: hdr = 2; break;
-            case 0xc9: hdr = 4; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break; /* fixext: type + data */
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xd9: hdr = 1; break; /* str 8/16/32 */
-            case 0xda: hdr = 2; break;
-            case 0xdb: hdr = 4; break;
-            case 0xdc: container = true; hdr = 2; break;
-            case 0xdd: container = true; hdr = 4; break;
-            case 0xde: container = true; hdr = 2; break;
-            case 0xdf: container = true; hdr = 4; break;
-            default: return "reserved type byte 0xc1";
-            }
-        }
-        if (hdr) {
-            uint64_t n;
-            if (hdr > len - pos)
-                return "truncated";
-            n = be_read(p + pos, hdr);
-            pos += hdr;
-            if (!container)
-                skip = n + ((b >= 0xc7 && b <= 0xc9) ? 1 : 0);
-            else if (b == 0xde || b == 0xdf)
-                children = 2 * n;
-            else
-                children = n;
-        }
-        left[depth]--;
-        if (container) {
-            if (depth + 1 > FG_MSGPACK_MAX_DEPTH)
-                return "nested too deeply";
-            if (children > len - pos)
-                return "container count larger than the body";
-            if (children > 0) {
-                depth++;
-                left[depth] = children;
-            }
-        } else {
-            if (skip > len - pos)
-                return "truncated";
-            pos += (size_t)skip;
-        }
-        while (depth > 0 && left[depth] == 0)
-            depth--;
+    if (pos >= c->len)
+        return "truncated";
+    b = p[pos++];
+    if (b <= 0x7f) {
+        t->kind = MK_UINT;
+        t->u = b;
+        goto done;
     }
-    if (pos != len)
-        return "trailing bytes after the value";
+    if (b >= 0xe0) {
+        t->kind = MK_NINT;
+        t->i = (int64_t)b - 256;
+        goto done;
+    }
+    if (b >= 0xa0 && b <= 0xbf) {
+        t->kind = MK_STR;
+        t->n = b & 0x1fu;
+        goto payload;
+    }
+    if (b <= 0x8f) {
+        t->kind = MK_MAP;
+        t->n = b & 0x0fu;
+        goto container;
+    }
+    if (b <= 0x9f) {
+        t->kind = MK_ARRAY;
+        t->n = b & 0x0fu;
+        goto container;
+    }
+    switch (b) {
+    case 0xc0: t->kind = MK_NIL; goto done;
+    case 0xc2:
+    case 0xc3: t->kind = MK_BOOL; goto done;
+    case 0xc4: case 0xc5: case 0xc6: /* bin 8/16/32 */
+        t->kind = MK_BIN;
+        hdr = (size_t)1 << (b - 0xc4);
+        break;
+    case 0xc7: case 0xc8: case 0xc9: /* ext 8/16/32: length, type, data */
+        t->kind = MK_EXT;
+        hdr = (size_t)1 << (b - 0xc7);
+        extra = 1;
+        break;
+    case 0xca: case 0xcb:
+        t->kind = MK_FLOAT;
+        t->n = b == 0xca ? 4 : 8;
+        goto payload;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8/16/32/64 */
+        hdr = (size_t)1 << (b - 0xcc);
+        if (hdr > c->len - pos)
+            return "truncated";
+        t->kind = MK_UINT;
+        t->u = be_read(p + pos, hdr);
+        pos += hdr;
+        goto done;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: /* int 8/16/32/64 */
+        hdr = (size_t)1 << (b - 0xd0);
+        if (hdr > c->len - pos)
+            return "truncated";
+        v = be_read(p + pos, hdr);
+        pos += hdr;
+        if (hdr < 8 && (v >> (hdr * 8 - 1)) != 0)
+            v |= ~(uint64_t)0 << (hdr * 8); /* sign-extend */
+        if ((v >> 63) == 0) {
+            t->kind = MK_UINT;
+            t->u = v;
+        } else {
+            t->kind = MK_NINT;
+            t->i = (int64_t)(v - ((uint64_t)INT64_MAX + 1)) + INT64_MIN;
+        }
+        goto done;
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext */
+        t->kind = MK_EXT;
+        t->n = (uint64_t)1 << (b - 0xd4);
+        extra = 1;
+        goto payload;
+    case 0xd9: case 0xda: case 0xdb: /* str 8/16/32 */
+        t->kind = MK_STR;
+        hdr = (size_t)1 << (b - 0xd9);
+        break;
+    case 0xdc: case 0xdd: /* array 16/32 */
+        hdr = (size_t)2 << (b - 0xdc);
+        if (hdr > c->len - pos)
+            return "truncated";
+        t->kind = MK_ARRAY;
+        t->n = be_read(p + pos, hdr);
+        pos += hdr;
+        goto container;
+    case 0xde: case 0xdf: /* map 16/32 */
+        hdr = (size_t)2 << (b - 0xde);
+        if (hdr > c->len - pos)
+            return "truncated";
+        t->kind = MK_MAP;
+        t->n = be_read(p + pos, hdr);
+        pos += hdr;
+        goto container;
+    default: return "reserved type byte 0xc1";
+    }
+    /* str, bin or ext with a length field */
+    if (hdr > c->len - pos)
+        return "truncated";
+    t->n = be_read(p + pos, hdr);
+    pos += hdr;
+
+payload:
+    if (t->n + extra > c->len - pos)
+        return "truncated";
+    t->s = p + pos + extra;
+    pos += (size_t)t->n + extra;
+    goto done;
+
+container:
+    /* A map entry is two values. */
+    if ((t->kind == MK_MAP ? 2 * t->n : t->n) > c->len - pos)
+        return "container count larger than the body";
+
+done:
+    c->pos = pos;
     return NULL;
 }
 
-/* Unpacks one value that passed mp_prescan into up (initialised by the
- * caller, who destroys it whatever the result). */
-static fg_status mp_unpack_scanned(const char *buf, size_t len,
-                                   msgpack_unpacked *up,
-                                   fg_checkin_error *err)
+/* mp_next out of line, for the rare paths. */
+static __attribute__((noinline)) const char *mp_next_call(mp_cur *c,
+                                                          mp_tok *t)
 {
-    size_t off = 0;
-    msgpack_unpack_return ret = msgpack_unpack_next(up, buf, len, &off);
-    if (ret == MSGPACK_UNPACK_NOMEM_ERROR) {
-        err_set(err, "invalid_msgpack", NULL, "out of memory");
-        return FG_ENOMEM;
+    return mp_next(c, t);
+}
+
+/* Skips what follows the value t just read: the elements of a container,
+ * nothing for a scalar. depth is how many containers enclose t; t itself
+ * counts as one more level, and no level may go past
+ * FG_MSGPACK_MAX_DEPTH. Iterative, with one counter per open container. */
+static const char *mp_skip_rest(mp_cur *c, const mp_tok *t, int depth)
+{
+    uint64_t outer[FG_MSGPACK_MAX_DEPTH]; /* what is left of enclosing ones */
+    uint64_t left;                        /* ... and of the innermost */
+    int open; /* containers open within this skip; t is the first */
+    mp_cur k = *c;
+    const char *why = NULL;
+
+    if (t->kind != MK_ARRAY && t->kind != MK_MAP)
+        return NULL;
+    if (depth + 1 > FG_MSGPACK_MAX_DEPTH)
+        return "nested too deeply";
+    left = t->kind == MK_MAP ? 2 * t->n : t->n;
+    if (left == 0)
+        return NULL;
+    open = 1;
+    while (open > 0) {
+        mp_tok e;
+        why = mp_next(&k, &e);
+        if (why)
+            break;
+        left--;
+        if (e.kind == MK_ARRAY || e.kind == MK_MAP) {
+            if (depth + open + 1 > FG_MSGPACK_MAX_DEPTH) {
+                why = "nested too deeply";
+                break;
+            }
+            if (e.n > 0) {
+                outer[open - 1] = left;
+                open++;
+                left = e.kind == MK_MAP ? 2 * e.n : e.n;
+                continue;
+            }
+        }
+        while (left == 0 && open > 0) {
+            open--;
+            if (open > 0)
+                left = outer[open - 1];
+        }
     }
-    if (ret != MSGPACK_UNPACK_SUCCESS || off != len)
-        return err_set(err, "invalid_msgpack", NULL, "malformed msgpack");
-    return FG_OK;
+    c->pos = k.pos;
+    return why;
 }
 
-/* Pre-scans, then unpacks; same contract as mp_unpack_scanned. */
-static fg_status mp_unpack(const char *buf, size_t len, msgpack_unpacked *up,
-                           fg_checkin_error *err)
-{
-    const char *why = mp_prescan((const unsigned char *)buf, len);
-    if (why)
-        return err_set(err, "invalid_msgpack", NULL, "%s", why);
-    return mp_unpack_scanned(buf, len, up, err);
-}
-
-static void mp_to_val(const msgpack_object *o, fg_val *v)
+/* The fg_val of a value read by mp_next. */
+static void mp_to_val(const mp_tok *t, fg_val *v)
 {
     v->kind = VK_OTHER;
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL: v->kind = VK_ABSENT; break;
-    case MSGPACK_OBJECT_STR:
+    switch (t->kind) {
+    case MK_NIL: v->kind = VK_ABSENT; break;
+    case MK_STR:
         v->kind = VK_STR;
-        v->s = o->via.str.ptr;
-        v->len = o->via.str.size;
+        v->s = (const char *)t->s;
+        v->len = (size_t)t->n;
         break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
+    case MK_UINT:
         v->kind = VK_UINT;
-        v->u = o->via.u64;
+        v->u = t->u;
         break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        /* msgpack-c may report a non-negative signed encoding here too. */
-        if (o->via.i64 < 0) {
-            v->kind = VK_NINT;
-            v->i = o->via.i64;
-        } else {
-            v->kind = VK_UINT;
-            v->u = (uint64_t)o->via.i64;
-        }
+    case MK_NINT:
+        v->kind = VK_NINT;
+        v->i = t->i;
         break;
-    case MSGPACK_OBJECT_BOOLEAN: v->type = "a boolean"; break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: v->type = "a float"; break;
-    case MSGPACK_OBJECT_ARRAY: v->type = "an array"; break;
-    case MSGPACK_OBJECT_MAP: v->type = "a map"; break;
-    case MSGPACK_OBJECT_BIN: v->type = "bin"; break;
-    case MSGPACK_OBJECT_EXT: v->type = "ext"; break;
-    default: v->type = "an unknown type"; break;
+    case MK_BOOL: v->type = "a boolean"; break;
+    case MK_FLOAT: v->type = "a float"; break;
+    case MK_ARRAY: v->type = "an array"; break;
+    case MK_MAP: v->type = "a map"; break;
+    case MK_BIN: v->type = "bin"; break;
+    case MK_EXT: v->type = "ext"; break;
     }
 }
 
-/* Collects the first nfields known fields of a map. Keys that are not str
- * or not known are ignored; a known key given twice is refused. */
-static fg_status mp_collect(const msgpack_object *o, int nfields,
-                            fg_val *vals, fg_checkin_error *err)
+/* Reads the pairs of the map whose header (pairs entries, at nesting level
+ * `level`) was just read, collecting the first nfields known fields into
+ * vals. Keys that are not str or not known are skipped with their values.
+ * A known key given twice is noted in *dup (the first such field, else -1)
+ * and reading goes on, so that a body broken further on is reported as
+ * such. Returns NULL or why the body is not msgpack. */
+static const char *mp_collect(mp_cur *c, uint64_t pairs, int level,
+                              int nfields, fg_val *vals, int *dup)
 {
+    mp_cur k = *c; /* a local copy keeps the position in a register */
     uint32_t seen = 0;
-    if (o->type != MSGPACK_OBJECT_MAP)
-        return err_set(err, "not_an_object", NULL,
-                       "a check-in must be a msgpack map");
+    const char *why = NULL;
+
+    *dup = -1;
     for (int f = 0; f < nfields; f++)
         vals[f].kind = VK_ABSENT;
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        int f;
-        if (kv->key.type != MSGPACK_OBJECT_STR)
-            continue;
-        f = field_lookup(kv->key.via.str.ptr, kv->key.via.str.size, nfields);
-        if (f < 0)
-            continue;
-        if (seen & (1u << f))
-            return err_set(err, "invalid_msgpack", field_name[f],
-                           "duplicate key %s", field_name[f]);
-        seen |= 1u << f;
-        mp_to_val(&kv->val, &vals[f]);
+    for (uint64_t i = 0; i < pairs; i++) {
+        mp_tok t;
+        int f = -1;
+        /* Keys are nearly always fixstr: those are read here. */
+        if (k.pos < k.len && (k.p[k.pos] & 0xe0u) == 0xa0u) {
+            size_t n = k.p[k.pos] & 0x1fu;
+            if (n > k.len - k.pos - 1) {
+                why = "truncated";
+                break;
+            }
+            f = field_lookup((const char *)k.p + k.pos + 1, n, nfields);
+            k.pos += n + 1;
+        } else {
+            why = mp_next_call(&k, &t);
+            if (why)
+                break;
+            if (t.kind == MK_STR)
+                f = field_lookup((const char *)t.s, (size_t)t.n, nfields);
+            else if (t.kind == MK_ARRAY || t.kind == MK_MAP)
+                why = mp_skip_rest(&k, &t, level);
+            if (why)
+                break;
+        }
+        why = mp_next(&k, &t);
+        if (why)
+            break;
+        if (f >= 0) {
+            if (seen & (1u << f)) {
+                if (*dup < 0)
+                    *dup = f;
+            } else {
+                seen |= 1u << f;
+                mp_to_val(&t, &vals[f]);
+            }
+        }
+        if (t.kind == MK_ARRAY || t.kind == MK_MAP) {
+            why = mp_skip_rest(&k, &t, level);
+            if (why)
+                break;
+        }
     }
-    return FG_OK;
+    c->pos = k.pos;
+    return why;
 }
 
-static fg_status checkin_from_mp(const msgpack_object *o, fg_checkin *ci,
-                                 fg_checkin_error *err)
+static fg_status mp_malformed(fg_checkin_error *err, const char *why)
 {
-    fg_val vals[F_NCHECKIN];
-    fg_status st = mp_collect(o, F_NCHECKIN, vals, err);
-    if (st != FG_OK)
-        return st;
-    return checkin_validate(vals, ci, err);
+    return err_set(err, "invalid_msgpack", NULL, "%s", why);
+}
+
+static fg_status mp_not_a_map(fg_checkin_error *err)
+{
+    return err_set(err, "not_an_object", NULL,
+                   "a check-in must be a msgpack map");
+}
+
+static fg_status mp_duplicate(fg_checkin_error *err, int f)
+{
+    return err_set(err, "invalid_msgpack", field_name[f], "duplicate key %s",
+                   field_name[f]);
+}
+
+/* Reads a body that must be exactly one map, collecting its first nfields
+ * known fields into vals. Errors, first found first: not msgpack, not a
+ * map, a duplicate known key. */
+static fg_status mp_read_map(const char *buf, size_t len, int nfields,
+                             fg_val *vals, fg_checkin_error *err)
+{
+    mp_cur c = {(const unsigned char *)buf, len, 0};
+    mp_tok t;
+    int dup = -1;
+    const char *why = mp_next(&c, &t);
+
+    if (!why) {
+        if (t.kind == MK_MAP)
+            why = mp_collect(&c, t.n, 1, nfields, vals, &dup);
+        else
+            why = mp_skip_rest(&c, &t, 0);
+    }
+    if (!why && c.pos != len)
+        why = "trailing bytes after the value";
+    if (why)
+        return mp_malformed(err, why);
+    if (t.kind != MK_MAP)
+        return mp_not_a_map(err);
+    if (dup >= 0)
+        return mp_duplicate(err, dup);
+    return FG_OK;
 }
 
 fg_status fg_checkin_parse_msgpack(const char *buf, size_t len,
                                    fg_checkin *ci, fg_checkin_error *err)
 {
     fg_checkin_error dummy;
-    msgpack_unpacked up;
+    fg_val vals[F_NCHECKIN];
     fg_status st;
 
     if (!err)
         err = &dummy;
     err_clear(err);
-    msgpack_unpacked_init(&up);
-    st = mp_unpack(buf, len, &up, err);
+    st = mp_read_map(buf, len, F_NCHECKIN, vals, err);
     if (st != FG_OK)
         goto cleanup;
-    st = checkin_from_mp(&up.data, ci, err);
+    st = checkin_validate(vals, ci, err);
 
 cleanup:
-    msgpack_unpacked_destroy(&up);
     return st;
+}
+
+/* One batch item at the cursor (nesting level 2), in a body already known
+ * to be well-formed: FG_OK with *ci filled, or FG_EINVAL with *err. */
+static fg_status mp_batch_item(mp_cur *c, fg_checkin *ci,
+                               fg_checkin_error *err)
+{
+    fg_val vals[F_NCHECKIN];
+    mp_tok t;
+    int dup = -1;
+    const char *why = mp_next(c, &t);
+
+    if (!why) {
+        if (t.kind == MK_MAP)
+            why = mp_collect(c, t.n, 2, F_NCHECKIN, vals, &dup);
+        else
+            why = mp_skip_rest(c, &t, 1);
+    }
+    if (why)
+        return mp_malformed(err, why);
+    if (t.kind != MK_MAP)
+        return mp_not_a_map(err);
+    if (dup >= 0)
+        return mp_duplicate(err, dup);
+    return checkin_validate(vals, ci, err);
 }
 
 fg_status fg_checkin_batch_parse_msgpack(const char *buf, size_t len,
@@ -1383,59 +1589,55 @@ fg_status fg_checkin_batch_parse_msgpack(const char *buf, size_t len,
                                          fg_checkin_error *err)
 {
     fg_checkin_error dummy;
-    msgpack_unpacked up;
-    const unsigned char *p = (const unsigned char *)buf;
+    mp_cur c = {(const unsigned char *)buf, len, 0};
+    mp_tok t;
+    size_t first;
     const char *why;
-    uint64_t n;
     fg_status st = FG_EINVAL;
 
     if (!err)
         err = &dummy;
     err_clear(err);
-    msgpack_unpacked_init(&up);
-    why = mp_prescan(p, len);
+    /* No callback for a bad body: a structural pass over the whole body
+     * (cheaper than keeping decoded items until its end), then the items. */
+    why = mp_next(&c, &t);
+    first = c.pos;
+    if (!why)
+        why = mp_skip_rest(&c, &t, 0);
+    if (!why && c.pos != len)
+        why = "trailing bytes after the value";
     if (why) {
-        err_set(err, "invalid_msgpack", NULL, "%s", why);
+        mp_malformed(err, why);
         goto cleanup;
     }
-    /* Well-formed, so the header bytes are there: count before unpacking. */
-    if (p[0] >= 0x90 && p[0] <= 0x9f) {
-        n = p[0] & 0x0fu;
-    } else if (p[0] == 0xdc) {
-        n = be_read(p + 1, 2);
-    } else if (p[0] == 0xdd) {
-        n = be_read(p + 1, 4);
-    } else {
+    if (t.kind != MK_ARRAY) {
         err_set(err, "not_an_array", NULL,
                 "a batch must be a msgpack array of check-ins");
         goto cleanup;
     }
-    if (n == 0) {
+    if (t.n == 0) {
         err_set(err, "empty_batch", NULL, "the batch has no items");
         goto cleanup;
     }
-    if (n > max_items) {
+    if (t.n > max_items) {
         err_set(err, "too_many_items", NULL,
-                "the batch has %" PRIu64 " items, at most %zu allowed", n,
+                "the batch has %" PRIu64 " items, at most %zu allowed", t.n,
                 max_items);
         goto cleanup;
     }
-    st = mp_unpack_scanned(buf, len, &up, err);
-    if (st != FG_OK)
-        goto cleanup;
-    for (uint32_t i = 0; i < up.data.via.array.size && st == FG_OK; i++) {
+    c.pos = first;
+    st = FG_OK;
+    for (size_t i = 0; i < t.n && st == FG_OK; i++) {
         fg_checkin ci;
         fg_checkin_error item_err;
         err_clear(&item_err);
-        if (checkin_from_mp(&up.data.via.array.ptr[i], &ci, &item_err) ==
-            FG_OK)
+        if (mp_batch_item(&c, &ci, &item_err) == FG_OK)
             st = cb(ud, i, &ci, NULL);
         else
             st = cb(ud, i, NULL, &item_err);
     }
 
 cleanup:
-    msgpack_unpacked_destroy(&up);
     return st;
 }
 
@@ -1534,7 +1736,6 @@ fg_status fg_checkin_decode_record(const char *buf, size_t len,
                                    fg_checkin_error *err)
 {
     fg_checkin_error dummy;
-    msgpack_unpacked up;
     fg_val vals[F_NRECORD];
     const fg_val *gw;
     int64_t recv_ts = 0;
@@ -1544,11 +1745,7 @@ fg_status fg_checkin_decode_record(const char *buf, size_t len,
     if (!err)
         err = &dummy;
     err_clear(err);
-    msgpack_unpacked_init(&up);
-    st = mp_unpack(buf, len, &up, err);
-    if (st != FG_OK)
-        goto cleanup;
-    st = mp_collect(&up.data, F_NRECORD, vals, err);
+    st = mp_read_map(buf, len, F_NRECORD, vals, err);
     if (st != FG_OK)
         goto cleanup;
     st = checkin_validate(vals, ci, err);
@@ -1602,6 +1799,5 @@ fg_status fg_checkin_decode_record(const char *buf, size_t len,
     st = FG_OK;
 
 cleanup:
-    msgpack_unpacked_destroy(&up);
     return st;
 }

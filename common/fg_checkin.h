@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The check-in model, schema v1: decoding and validating device check-ins
- * from JSON (yajl, event API) and msgpack (msgpack-c), single or batch, and encoding
+ * from JSON (yajl, event API) and msgpack (a bounded, allocation-free reader),
+ * single or batch, and encoding (msgpack-c)
  * the Kafka record value (msgpack map) the gateway produces and the consumers
  * read. See docs/protocol.md for the schema. */
 #ifndef FG_CHECKIN_H

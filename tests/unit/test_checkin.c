@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for common/fg_checkin.c: every schema v1 validation rule in
- * JSON and msgpack, single and batch bodies, the msgpack pre-scan against
- * hostile headers, and the record encode -> decode round trip. */
+ * JSON and msgpack, single and batch bodies, the msgpack reader against
+ * hostile headers and every encoding width, and the record encode -> decode
+ * round trip. */
 #include <msgpack.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -1726,6 +1727,563 @@ static void test_record_decode_errors(void)
     }
 }
 
+/* ---- msgpack: every encoding, read in place -------------------------- */
+
+/* A hand-made msgpack body, for encodings msgpack_packer never picks (str 8
+ * keys, int 64 for small values, ...). */
+typedef struct raw {
+    char b[1024];
+    size_t n;
+} raw;
+
+static void raw_bytes(raw *r, const void *p, size_t n)
+{
+    if (n > sizeof(r->b) - r->n)
+        abort();
+    memcpy(r->b + r->n, p, n);
+    r->n += n;
+}
+
+static void raw_u8(raw *r, unsigned v)
+{
+    unsigned char c = (unsigned char)v;
+    raw_bytes(r, &c, 1);
+}
+
+/* v big-endian in width bytes. */
+static void raw_be(raw *r, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--)
+        raw_u8(r, (unsigned)(v >> (8 * i)) & 0xffu);
+}
+
+/* A str of the given width: 0 fixstr, 1, 2 or 4 for str 8/16/32. */
+static void raw_str(raw *r, int width, const char *s)
+{
+    size_t n = strlen(s);
+    if (width == 0)
+        raw_u8(r, 0xa0u | (unsigned)n);
+    else {
+        raw_u8(r, width == 1 ? 0xd9 : width == 2 ? 0xda : 0xdb);
+        raw_be(r, n, width);
+    }
+    raw_bytes(r, s, n);
+}
+
+/* A map (fixmap up to 15 pairs, else map 16) of the three required fields
+ * plus `extra` more pairs. */
+static void raw_base(raw *r, unsigned extra)
+{
+    r->n = 0;
+    if (3 + extra <= 15) {
+        raw_u8(r, 0x80u | (3 + extra));
+    } else {
+        raw_u8(r, 0xde);
+        raw_be(r, 3 + extra, 2);
+    }
+    raw_str(r, 0, "device_id");
+    raw_str(r, 0, "dev-1");
+    raw_str(r, 0, "sku_region");
+    raw_str(r, 0, "CN");
+    raw_str(r, 0, "region");
+    raw_str(r, 0, "CU");
+}
+
+/* Expects r to parse (single) with code/field, or FG_OK when code is NULL. */
+static void raw_expect_at(int line, const raw *r, const char *code,
+                          const char *field, fg_checkin *ci)
+{
+    fg_checkin_error err;
+    fg_status st = fg_checkin_parse_msgpack(r->b, r->n, ci, &err);
+    int ok = st == FG_OK;
+    if (code)
+        ok = st == FG_EINVAL && err.code && strcmp(err.code, code) == 0 &&
+             ((field == NULL && err.field == NULL) ||
+              (field && err.field && strcmp(err.field, field) == 0));
+    FG_CHECK(ok);
+    if (!ok)
+        fprintf(stderr, "  line %d: got %d %s/%s (%s), want %s/%s\n", line, st,
+                err.code ? err.code : "-", err.field ? err.field : "-",
+                err.detail, code ? code : "ok", field ? field : "-");
+}
+#define RAW_EXPECT(r, code, field, ci) \
+    raw_expect_at(__LINE__, r, code, field, ci)
+
+/* Integers of every width and signedness, as the schema sees them. */
+static void test_mp_int_widths(void)
+{
+    static const struct {
+        const char *key;
+        const char *bytes;
+        size_t len;
+        const char *code; /* NULL: accepted with value */
+        int64_t value;    /* seq as int64_t bits, ts, mcc */
+    } cases[] = {
+        {"seq", "\x7f", 1, NULL, 127},
+        {"seq", "\xcc\xff", 2, NULL, 255},
+        {"seq", "\xcd\x01\x00", 3, NULL, 256},
+        {"seq", "\xce\xff\xff\xff\xff", 5, NULL, 4294967295LL},
+        {"seq", "\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 9, NULL, -1 /* max */},
+        {"seq", "\xd0\x05", 2, NULL, 5},
+        {"seq", "\xd1\x7f\xff", 3, NULL, 32767},
+        {"seq", "\xd2\x7f\xff\xff\xff", 5, NULL, 2147483647LL},
+        {"seq", "\xd3\x7f\xff\xff\xff\xff\xff\xff\xff", 9, NULL, INT64_MAX},
+        {"seq", "\xd0\xff", 2, "out_of_range", 0},
+        {"seq", "\xe0", 1, "out_of_range", 0},
+        {"seq", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00", 9, "out_of_range", 0},
+        {"ts", "\xff", 1, NULL, -1},
+        {"ts", "\xe0", 1, NULL, -32},
+        {"ts", "\xd0\x80", 2, NULL, -128},
+        {"ts", "\xd1\x80\x00", 3, NULL, -32768},
+        {"ts", "\xd2\x80\x00\x00\x00", 5, NULL, -2147483648LL},
+        {"ts", "\xd3\x80\x00\x00\x00\x00\x00\x00\x00", 9, NULL, INT64_MIN},
+        {"ts", "\xd3\xff\xff\xff\xff\xff\xff\xff\xfe", 9, NULL, -2},
+        {"ts", "\xce\xff\xff\xff\xff", 5, NULL, 4294967295LL},
+        {"ts", "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff", 9, NULL, INT64_MAX},
+        {"ts", "\xcf\x80\x00\x00\x00\x00\x00\x00\x00", 9, "out_of_range", 0},
+        {"ts", "\xca\x3f\x80\x00\x00", 5, "wrong_type", 0},
+        {"mcc", "\xd3\x00\x00\x00\x00\x00\x00\x03\xe7", 9, NULL, 999},
+        {"mcc", "\xcd\x03\xe8", 3, "out_of_range", 0},
+        {"mcc", "\xd1\xff\xff", 3, "out_of_range", 0},
+        {"mcc", "\xcb\x40\x6f\x40\x00\x00\x00\x00\x00", 9, "wrong_type", 0},
+        {"mcc", "\xc0", 1, NULL, -7 /* nil: absent */},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        raw r;
+        fg_checkin ci;
+        raw_base(&r, 1);
+        raw_str(&r, 0, cases[i].key);
+        raw_bytes(&r, cases[i].bytes, cases[i].len);
+        RAW_EXPECT(&r, cases[i].code, cases[i].code ? cases[i].key : NULL,
+                   &ci);
+        if (cases[i].code)
+            continue;
+        if (strcmp(cases[i].key, "seq") == 0) {
+            FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_SEQ);
+            FG_CHECK(ci.seq == (uint64_t)cases[i].value);
+        } else if (strcmp(cases[i].key, "ts") == 0) {
+            FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_TS);
+            FG_CHECK(ci.ts == cases[i].value);
+        } else if (cases[i].value < 0) {
+            FG_CHECK_INT(ci.has, 0);
+        } else {
+            FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_MCC);
+            FG_CHECK_INT(ci.mcc, cases[i].value);
+        }
+    }
+}
+
+/* Keys and values as str 8/16/32; unknown values and non-str keys of every
+ * type are stepped over whole. */
+static void test_mp_encodings(void)
+{
+    raw r;
+    fg_checkin ci;
+    char long_model[41];
+
+    /* Keys and values in every str width. */
+    memset(long_model, 'm', 40);
+    long_model[40] = '\0';
+    r.n = 0;
+    raw_u8(&r, 0xde);
+    raw_be(&r, 5, 2); /* map 16 */
+    raw_str(&r, 1, "device_id");
+    raw_str(&r, 2, "dev-wide");
+    raw_str(&r, 2, "sku_region");
+    raw_str(&r, 4, "CN");
+    raw_str(&r, 4, "region");
+    raw_str(&r, 1, "UA-43");
+    raw_str(&r, 0, "model");
+    raw_str(&r, 1, long_model);
+    raw_str(&r, 4, "fw");
+    raw_str(&r, 1, "");
+    RAW_EXPECT(&r, NULL, NULL, &ci);
+    FG_CHECK_STR(ci.device_id, "dev-wide");
+    FG_CHECK_STR(ci.sku_region, "CN");
+    FG_CHECK_STR(ci.region, "UA-43");
+    FG_CHECK_INT(ci.model_len, 40);
+    FG_CHECK_INT(ci.fw_len, 0);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_MODEL | FG_CHECKIN_HAS_FW);
+    /* map 32 header */
+    r.n = 0;
+    raw_u8(&r, 0xdf);
+    raw_be(&r, 3, 4);
+    raw_str(&r, 0, "device_id");
+    raw_str(&r, 0, "d");
+    raw_str(&r, 0, "sku_region");
+    raw_str(&r, 0, "CN");
+    raw_str(&r, 0, "region");
+    raw_str(&r, 0, "CU");
+    RAW_EXPECT(&r, NULL, NULL, &ci);
+
+    /* Unknown fields holding every other type, then a schema field. */
+    {
+        static const struct {
+            const char *bytes;
+            size_t len;
+        } unknown[] = {
+            {"\xc4\x02xy", 4},                       /* bin 8 */
+            {"\xc5\x00\x01z", 4},                    /* bin 16 */
+            {"\xc6\x00\x00\x00\x00", 5},             /* bin 32 */
+            {"\xc7\x01\x05q", 4},                    /* ext 8 */
+            {"\xc8\x00\x00\x05", 4},                 /* ext 16 */
+            {"\xc9\x00\x00\x00\x02\x05qq", 8},        /* ext 32 */
+            {"\xd4\x01q", 3},                        /* fixext 1 */
+            {"\xd5\x01qq", 4},                       /* fixext 2 */
+            {"\xd6\x01qqqq", 6},                     /* fixext 4 */
+            {"\xd7\x01qqqqqqqq", 10},                /* fixext 8 */
+            {"\xd8\x01qqqqqqqqqqqqqqqq", 18},        /* fixext 16 */
+            {"\xca\x00\x00\x00\x00", 5},             /* float 32 */
+            {"\xcb\x00\x00\x00\x00\x00\x00\x00\x00", 9}, /* float 64 */
+            {"\xc3", 1},                              /* true */
+            {"\xd2\xff\xff\xff\xff", 5},             /* int 32 */
+            /* array 16 of map 16 of (str 32 key, array 32 of nil) */
+            {"\xdc\x00\x01\xde\x00\x01\xdb\x00\x00\x00\x01k"
+             "\xdd\x00\x00\x00\x01\xc0",
+             18},
+        };
+        size_t nu = sizeof(unknown) / sizeof(unknown[0]);
+        raw_base(&r, (unsigned)nu + 1);
+        for (size_t i = 0; i < nu; i++) {
+            char key[2] = {(char)('a' + i), '\0'};
+            raw_str(&r, 0, key);
+            raw_bytes(&r, unknown[i].bytes, unknown[i].len);
+        }
+        raw_str(&r, 0, "seq");
+        raw_u8(&r, 0x2a);
+    }
+    RAW_EXPECT(&r, NULL, NULL, &ci);
+    FG_CHECK(ci.seq == 42);
+    FG_CHECK_INT(ci.has, FG_CHECKIN_HAS_SEQ);
+
+    /* Keys that are not str: the pair is skipped, whatever the value. */
+    raw_base(&r, 7);
+    raw_bytes(&r, "\x01\xa2" "XX", 4);                    /* int key */
+    raw_bytes(&r, "\xc0\xa2" "XX", 4);                    /* nil key */
+    raw_bytes(&r, "\xc4\x06" "region\xa2" "XX", 11);      /* bin key */
+    raw_bytes(&r, "\x92\xa6" "region\x80\xa2" "XX", 12);  /* array key */
+    raw_bytes(&r, "\x81\xa3" "seq\x91\x01\x05", 8);       /* map key */
+    raw_bytes(&r, "\xd4\x00\x00\x91\xc0", 5);             /* fixext key */
+    raw_bytes(&r, "\xca\x00\x00\x00\x00\xc3", 6);         /* float key */
+    RAW_EXPECT(&r, NULL, NULL, &ci);
+    FG_CHECK_STR(ci.region, "CU");
+    FG_CHECK_INT(ci.has, 0);
+    /* ... and a container key counts towards the nesting limit. */
+    for (int depth = 32; depth <= 33; depth++) {
+        raw_base(&r, 1);
+        for (int i = 0; i < depth - 2; i++)
+            raw_u8(&r, 0x91);
+        raw_u8(&r, 0x90);
+        raw_u8(&r, 0xc0);
+        RAW_EXPECT(&r, depth == 32 ? NULL : "invalid_msgpack", NULL, &ci);
+    }
+
+    /* A schema value of a type the schema does not take: wrong_type, named. */
+    {
+        static const struct {
+            const char *bytes;
+            size_t len;
+            const char *type;
+        } other[] = {
+            {"\xc4\x01x", 3, "bin"},
+            {"\xd4\x01x", 3, "ext"},
+            {"\xc7\x00\x01", 3, "ext"},
+            {"\xc2", 1, "boolean"},
+            {"\xca\x00\x00\x00\x00", 5, "float"},
+            {"\x90", 1, "array"},
+            {"\x80", 1, "map"},
+            {"\x05", 1, "integer"},
+        };
+        for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++) {
+            fg_checkin_error err;
+            raw_base(&r, 1);
+            raw_str(&r, 0, "model");
+            raw_bytes(&r, other[i].bytes, other[i].len);
+            FG_CHECK_INT(fg_checkin_parse_msgpack(r.b, r.n, &ci, &err),
+                         FG_EINVAL);
+            FG_CHECK_STR(err.code, "wrong_type");
+            FG_CHECK_STR(err.field, "model");
+            FG_CHECK(strstr(err.detail, other[i].type) != NULL);
+        }
+    }
+}
+
+/* Framing: truncation anywhere, trailing bytes, huge declared sizes in any
+ * position, duplicates against damage further on. */
+static void test_mp_reader_framing(void)
+{
+    fg_checkin ci;
+    fg_checkin_error err;
+    raw r, item;
+    rec rc;
+    mp m;
+    char out[FG_CHECKIN_RECORD_MAX + 1];
+    size_t n;
+
+    /* Every proper prefix of a record, and the record plus one byte, is
+     * invalid_msgpack to all three readers; no batch callback is made. */
+    fill_full(&ci);
+    n = fg_checkin_encode(&ci, 77, "gw-1", out, sizeof(out));
+    FG_CHECK(n > 0);
+    {
+        int bad_single = 0, bad_record = 0, bad_batch = 0;
+        char body[FG_CHECKIN_RECORD_MAX + 2];
+        body[0] = (char)0x91; /* a batch of the same bytes */
+        memcpy(body + 1, out, n);
+        out[n] = '\0';
+        body[n + 1] = '\0';
+        for (size_t k = 0; k <= n + 1; k++) {
+            const char *want = k == n ? NULL : "invalid_msgpack";
+            fg_status st;
+            st = fg_checkin_parse_msgpack(out, k, &ci, &err);
+            if (want ? st != FG_EINVAL || strcmp(err.code, want) != 0
+                     : st != FG_OK)
+                bad_single++;
+            st = fg_checkin_decode_record(out, k, &ci, NULL, &err);
+            if (want ? st != FG_EINVAL || strcmp(err.code, want) != 0
+                     : st != FG_OK)
+                bad_record++;
+            rec_init(&rc);
+            st = fg_checkin_batch_parse_msgpack(body, k + 1, 10, rec_cb, &rc,
+                                                &err);
+            if (want ? st != FG_EINVAL || strcmp(err.code, want) != 0 ||
+                           rc.n != 0
+                     : st != FG_OK || rc.n != 1 || !rc.valid[0])
+                bad_batch++;
+        }
+        FG_CHECK_INT(bad_single, 0);
+        FG_CHECK_INT(bad_record, 0);
+        FG_CHECK_INT(bad_batch, 0);
+    }
+
+    /* Sizes declared far past the end, as a value, a key and an item. */
+    {
+        static const struct {
+            const char *bytes;
+            size_t len;
+        } huge[] = {
+            {"\xdb\xff\xff\xff\xff", 5},      /* str 32 */
+            {"\xda\x01\x00", 3},              /* str 16 */
+            {"\xd9\x02", 2},                  /* str 8 */
+            {"\xc6\xff\xff\xff\xff", 5},      /* bin 32 */
+            {"\xc9\x7f\xff\xff\xff\x01", 6},  /* ext 32 */
+            {"\xc7\x00", 2},                  /* ext 8 without its type */
+            {"\xd8\x01", 2},                  /* fixext 16 */
+            {"\xdd\xff\xff\xff\xff", 5},      /* array 32 */
+            {"\xdf\x80\x00\x00\x00", 5},      /* map 32 */
+            {"\xde\x00\x01\xc0", 4},          /* map 16: one pair, 1 byte */
+            {"\xcf\x00", 2},                  /* uint 64 */
+            {"\xd3", 1},                      /* int 64 */
+        };
+        for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+            raw_base(&r, 1);
+            raw_str(&r, 0, "model");
+            raw_bytes(&r, huge[i].bytes, huge[i].len);
+            RAW_EXPECT(&r, "invalid_msgpack", NULL, &ci);
+            raw_base(&r, 1);
+            raw_bytes(&r, huge[i].bytes, huge[i].len);
+            RAW_EXPECT(&r, "invalid_msgpack", NULL, &ci);
+            FG_CHECK_INT(fg_checkin_decode_record(r.b, r.n, &ci, NULL, &err),
+                         FG_EINVAL);
+            FG_CHECK_STR(err.code, "invalid_msgpack");
+            raw_base(&item, 0);
+            r.n = 0;
+            raw_u8(&r, 0x92);
+            raw_bytes(&r, item.b, item.n);
+            raw_bytes(&r, huge[i].bytes, huge[i].len);
+            rec_init(&rc);
+            FG_CHECK_INT(fg_checkin_batch_parse_msgpack(r.b, r.n, 10, rec_cb,
+                                                        &rc, &err),
+                         FG_EINVAL);
+            FG_CHECK_STR(err.code, "invalid_msgpack");
+            FG_CHECK_INT(rc.n, 0);
+        }
+    }
+    FG_CHECK_INT(fg_checkin_decode_record("\xdf\xff\xff\xff\xff", 5, &ci, NULL,
+                                          &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_msgpack");
+
+    /* Not a map, but broken inside: the damage is reported. */
+    RAW_ERR("\x91\xc1", 2, "invalid_msgpack");
+    RAW_ERR("\x92\x01", 2, "invalid_msgpack");
+    RAW_ERR("\xa1", 1, "invalid_msgpack");
+    RAW_ERR("\x01\x02", 2, "invalid_msgpack");
+    RAW_ERR("\x91\x01", 2, "not_an_object");
+    RAW_ERR("\xc4\x00", 2, "not_an_object");
+
+    /* A duplicate schema key; a nil counts as given. */
+    raw_base(&r, 1);
+    raw_str(&r, 1, "region"); /* the same key as str 8 */
+    raw_str(&r, 0, "UA");
+    RAW_EXPECT(&r, "invalid_msgpack", "region", &ci);
+    raw_base(&r, 2);
+    raw_str(&r, 0, "model");
+    raw_u8(&r, 0xc0);
+    raw_str(&r, 0, "model");
+    raw_str(&r, 0, "Pixel");
+    RAW_EXPECT(&r, "invalid_msgpack", "model", &ci);
+    FG_CHECK_INT(fg_checkin_parse_msgpack(r.b, r.n, &ci, &err), FG_EINVAL);
+    FG_CHECK(strstr(err.detail, "duplicate") != NULL);
+    /* ... but a body broken after the duplicate is reported as broken. */
+    r.b[0] = (char)0x86;
+    raw_str(&r, 0, "x");
+    raw_u8(&r, 0xc1);
+    RAW_EXPECT(&r, "invalid_msgpack", NULL, &ci);
+    r.b[0] = (char)0x85;
+    r.n -= 3;
+    raw_u8(&r, 0x00); /* trailing byte */
+    RAW_EXPECT(&r, "invalid_msgpack", NULL, &ci);
+    /* Unknown keys may repeat; so may record keys in a check-in body, but
+     * not in a record. */
+    raw_base(&r, 4);
+    raw_str(&r, 0, "x");
+    raw_u8(&r, 1);
+    raw_str(&r, 0, "x");
+    raw_u8(&r, 2);
+    raw_str(&r, 0, "v");
+    raw_u8(&r, 1);
+    raw_str(&r, 0, "v");
+    raw_u8(&r, 1);
+    RAW_EXPECT(&r, NULL, NULL, &ci);
+    FG_CHECK_INT(fg_checkin_decode_record(r.b, r.n, &ci, NULL, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_msgpack");
+    FG_CHECK_STR(err.field, "v");
+
+    /* A record written with other encodings than fg_checkin_encode's. */
+    r.n = 0;
+    raw_u8(&r, 0x86);
+    raw_str(&r, 1, "gw");
+    raw_str(&r, 2, "g");
+    raw_str(&r, 0, "recv_ts");
+    raw_bytes(&r, "\xd3\xff\xff\xff\xff\xff\xff\xff\xfd", 9);
+    raw_str(&r, 4, "v");
+    raw_bytes(&r, "\xcf\x00\x00\x00\x00\x00\x00\x00\x01", 9);
+    raw_str(&r, 0, "region");
+    raw_str(&r, 0, "CU");
+    raw_str(&r, 0, "sku_region");
+    raw_str(&r, 0, "CN");
+    raw_str(&r, 0, "device_id");
+    raw_str(&r, 0, "d");
+    {
+        fg_checkin_meta meta;
+        FG_CHECK_INT(fg_checkin_decode_record(r.b, r.n, &ci, &meta, &err),
+                     FG_OK);
+        FG_CHECK_INT(meta.v, 1);
+        FG_CHECK_INT(meta.recv_ts, -3);
+        FG_CHECK_STR(meta.gw, "g");
+    }
+
+    /* msgpack_packer's own output still reads (sanity for the builders). */
+    mp_base(&m, 0);
+    FG_CHECK_INT(mp_parse(&m, &ci, &err), FG_OK);
+}
+
+/* Batch bodies through the reader: item map widths, nesting counted from
+ * the array, damage anywhere stops the batch before any callback. */
+static void test_mp_batch_reader(void)
+{
+    fg_checkin_error err;
+    rec rc;
+    raw r;
+    raw item;
+
+    /* Items as fixmap, map 16 and map 32; a duplicate in one item refuses
+     * that item only; an array item is not_an_object and is not entered. */
+    raw_base(&item, 0);
+    r.n = 0;
+    raw_u8(&r, 0x95);
+    raw_bytes(&r, item.b, item.n);
+    raw_u8(&r, 0xde);
+    raw_be(&r, 3, 2);
+    raw_bytes(&r, item.b + 1, item.n - 1);
+    raw_u8(&r, 0xdf);
+    raw_be(&r, 4, 4);
+    raw_bytes(&r, item.b + 1, item.n - 1);
+    raw_str(&r, 0, "sku_region");
+    raw_str(&r, 0, "CN");
+    raw_u8(&r, 0x91);
+    raw_bytes(&r, item.b, item.n);
+    raw_bytes(&r, item.b, item.n);
+    rec_init(&rc);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack(r.b, r.n, 10, rec_cb, &rc,
+                                                &err),
+                 FG_OK);
+    FG_CHECK_INT(rc.n, 5);
+    FG_CHECK(rc.valid[0] && rc.valid[1] && !rc.valid[2] && !rc.valid[3] &&
+             rc.valid[4]);
+    FG_CHECK_STR(rc.code[2], "invalid_msgpack");
+    FG_CHECK_STR(rc.field[2], "sku_region");
+    FG_CHECK_STR(rc.code[3], "not_an_object");
+    FG_CHECK_STR(rc.device[4], "dev-1");
+
+    /* Nesting: the array is level 1 and the item 2, so an unknown field
+     * may hold 30 more levels, not 31. */
+    for (int depth = 32; depth <= 33; depth++) {
+        raw_base(&item, 1);
+        raw_str(&item, 0, "deep");
+        for (int i = 0; i < depth - 3; i++)
+            raw_u8(&item, 0x91);
+        raw_u8(&item, 0x90);
+        r.n = 0;
+        raw_u8(&r, 0x92);
+        raw_bytes(&r, item.b, item.n);
+        raw_bytes(&r, item.b, item.n);
+        rec_init(&rc);
+        FG_CHECK_INT(fg_checkin_batch_parse_msgpack(r.b, r.n, 10, rec_cb, &rc,
+                                                    &err),
+                     depth == 32 ? FG_OK : FG_EINVAL);
+        FG_CHECK_INT(rc.n, depth == 32 ? 2 : 0);
+        if (depth == 33)
+            FG_CHECK_STR(err.code, "invalid_msgpack");
+    }
+
+    /* Good items, then damage: no callback at all. */
+    raw_base(&item, 0);
+    {
+        static const struct {
+            const char *tail;
+            size_t len;
+            unsigned count;
+        } bad[] = {
+            {"\xc1", 1, 3},         /* reserved byte */
+            {"\x81\xa1x", 3, 3},    /* truncated item */
+            {"\x80\x80", 2, 3},     /* one item too many */
+            {"", 0, 3},             /* one item missing */
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            r.n = 0;
+            raw_u8(&r, 0x90u | bad[i].count);
+            raw_bytes(&r, item.b, item.n);
+            raw_bytes(&r, item.b, item.n);
+            raw_bytes(&r, bad[i].tail, bad[i].len);
+            rec_init(&rc);
+            FG_CHECK_INT(fg_checkin_batch_parse_msgpack(r.b, r.n, 10, rec_cb,
+                                                        &rc, &err),
+                         FG_EINVAL);
+            FG_CHECK_STR(err.code, "invalid_msgpack");
+            FG_CHECK_INT(rc.n, 0);
+        }
+    }
+    /* Broken and too many items: broken wins; not an array but broken:
+     * broken wins. */
+    rec_init(&rc);
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("\x93\x80\x80", 3, 1, rec_cb,
+                                                &rc, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_msgpack");
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("\x81\x01", 2, 1, rec_cb, &rc,
+                                                &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "invalid_msgpack");
+    FG_CHECK_INT(fg_checkin_batch_parse_msgpack("\x81\x01\x02", 3, 1, rec_cb,
+                                                &rc, &err),
+                 FG_EINVAL);
+    FG_CHECK_STR(err.code, "not_an_array");
+    FG_CHECK_INT(rc.n, 0);
+}
+
 FG_TEST_MAIN(test_json_full, test_json_minimal_and_nulls, test_json_required,
              test_json_wrong_types, test_json_device_id, test_json_regions,
              test_json_text_fields, test_json_integers, test_json_body_shape,
@@ -1735,4 +2293,5 @@ FG_TEST_MAIN(test_json_full, test_json_minimal_and_nulls, test_json_required,
              test_json_batch_large, test_mp_full,
              test_mp_fields, test_mp_strings, test_mp_prescan, test_mp_batch,
              test_record_roundtrip, test_record_sizes, test_record_wire,
-             test_record_decode_errors)
+             test_record_decode_errors, test_mp_int_widths,
+             test_mp_encodings, test_mp_reader_framing, test_mp_batch_reader)
