@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control service's option table and command line. */
+#include "ctl_config.h"
+
+#include <openssl/crypto.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fg_kafka.h"
+#include "fg_log.h"
+
+extern char **environ;
+
+#define CTL_SLOT(name, type, def, field, min, max, desc)                    \
+    { name, type, def, offsetof(ctl_config, field), min, max, desc }
+
+static const fg_conf_slot ctl_slots[] = {
+    CTL_SLOT("control.listen", FG_CONF_STR, "127.0.0.1:8081", listen, 0, 0,
+             "Address of the control API (host:port)."),
+    CTL_SLOT("control.admin_listen", FG_CONF_STR, "127.0.0.1:9182",
+             admin_listen, 0, 0,
+             "Address of /metrics, /healthz and /readyz (host:port)."),
+    CTL_SLOT("control.id", FG_CONF_STR, NULL, id, 0, 0,
+             "Instance id (logs, Kafka client id); default hostname-pid."),
+    CTL_SLOT("control.locks_topic", FG_CONF_STR, "fleet.region-locks",
+             locks_topic, 0, 0,
+             "Compacted lock topic: followed from the start, and where "
+             "operator decisions are written."),
+    CTL_SLOT("control.scores_topic", FG_CONF_STR, "fleet.region-scores",
+             scores_topic, 0, 0, "Per-region scores of the scorer, read from "
+             "the start."),
+    CTL_SLOT("control.audit_topic", FG_CONF_STR, "fleet.audit", audit_topic,
+             0, 0, "Where every action and every denial is recorded (JSON)."),
+    CTL_SLOT("control.max_ttl", FG_CONF_DURATION, "7d", max_ttl_ms, 1000,
+             INT64_C(31536000000), "Longest lock an operator may place."),
+    CTL_SLOT("control.default_ttl", FG_CONF_DURATION, "24h", default_ttl_ms,
+             1000, INT64_C(31536000000),
+             "Lock length when a request gives no ttl_s (at most max_ttl)."),
+    CTL_SLOT("control.max_pin", FG_CONF_DURATION, "7d", max_pin_ms, 0,
+             INT64_C(31536000000),
+             "Longest pin (no automatic lock) an unlock may set."),
+    CTL_SLOT("control.default_message", FG_CONF_STR,
+             "Service is not available in this region.", default_message, 0,
+             0, "Message for devices when a lock request gives none."),
+    CTL_SLOT("control.max_body", FG_CONF_SIZE, "16k", max_body, 64,
+             1024 * 1024, "Largest request body; larger gets 413."),
+    CTL_SLOT("control.max_connections", FG_CONF_INT, "256", max_connections,
+             1, 100000, "Open API connections; more are refused."),
+    CTL_SLOT("control.read_timeout", FG_CONF_DURATION, "10s", read_timeout_ms,
+             100, 600000, "Whole-request read deadline; then 408."),
+    CTL_SLOT("control.publish_timeout", FG_CONF_DURATION, "10s",
+             publish_timeout_ms, 1000, 300000,
+             "A lock or audit record not acknowledged this long fails (503)."),
+    CTL_SLOT("control.shutdown_timeout", FG_CONF_DURATION, "10s",
+             shutdown_timeout_ms, 0, 600000,
+             "SIGTERM: time allowed for requests waiting on the broker."),
+    CTL_SLOT("log.level", FG_CONF_STR, "info", log_level, 0, 0,
+             "debug, info, warn or error."),
+    FG_CONF_END,
+};
+
+static void usage(FILE *out, const char *prog)
+{
+    fprintf(out,
+            "Usage: %s [-c FILE] [--set KEY=VALUE]... [--check-config]\n"
+            "       %s --hash-token < token-file\n"
+            "\n"
+            "fleetgate control service: an authenticated JSON API to see every\n"
+            "region and to lock and unlock regions; decisions go to the lock\n"
+            "topic, every action and denial to the audit topic.\n"
+            "\n"
+            "  -c, --config FILE   INI configuration file\n"
+            "      --set KEY=VALUE override one key (repeatable)\n"
+            "      --check-config  load the configuration, report, and exit\n"
+            "      --hash-token    read a token on stdin, print its SHA-256 (hex)\n"
+            "                      for the [tokens] section, and exit\n"
+            "  -h, --help          this text\n"
+            "  -V, --version       print the version\n"
+            "\n"
+            "Sources, later wins: defaults, the file, FLEETGATE_* environment\n"
+            "variables, --set. kafka.* goes to librdkafka. [tokens] lists who may\n"
+            "call the API, one actor per key: `alice = operator:<sha256 hex>`,\n"
+            "roles viewer (read), operator (lock, unlock), admin (unlock-all).\n"
+            "\nOptions:\n",
+            prog, prog);
+    fg_conf_help(ctl_slots, out);
+}
+
+int ctl_hash_token(FILE *in, FILE *out, FILE *err)
+{
+    char buf[CTL_TOKEN_MAX + 3];
+    unsigned char d[CTL_SHA256_LEN];
+    char hex[65];
+    int rc = 2;
+    size_t n = fread(buf, 1, sizeof(buf), in);
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    if (n > CTL_TOKEN_MAX) {
+        fprintf(err, "token: longer than %d bytes\n", CTL_TOKEN_MAX);
+        goto out;
+    }
+    if (n < CTL_TOKEN_MIN) {
+        fprintf(err, "token: %zu bytes; use at least %d random bytes "
+                "(e.g. openssl rand -hex 32)\n", n, CTL_TOKEN_MIN);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)buf[i] <= 0x20 || (unsigned char)buf[i] >= 0x7f) {
+            fprintf(err, "token: spaces and control characters are not "
+                    "allowed\n");
+            goto out;
+        }
+    if (ctl_sha256(buf, n, d) != 0) {
+        fprintf(err, "token: hashing failed\n");
+        goto out;
+    }
+    ctl_sha256_hex(d, hex);
+    fprintf(out, "%s\n", hex);
+    rc = 0;
+out:
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rc;
+}
+
+static int derive(ctl_config *cfg, char *errbuf, size_t errlen)
+{
+    char e[256];
+    if (fg_log_level_parse(cfg->log_level) < 0) {
+        snprintf(errbuf, errlen, "log.level: '%s' is not one of debug, info, "
+                 "warn, error", cfg->log_level);
+        return -1;
+    }
+    if (cfg->default_ttl_ms > cfg->max_ttl_ms) {
+        snprintf(errbuf, errlen, "control.default_ttl: over control.max_ttl");
+        return -1;
+    }
+    if (strlen(cfg->default_message) > FG_LOCK_MESSAGE_MAX) {
+        snprintf(errbuf, errlen, "control.default_message: over %d bytes",
+                 FG_LOCK_MESSAGE_MAX);
+        return -1;
+    }
+    if (cfg->id && cfg->id[0]) {
+        snprintf(cfg->ctl_id, sizeof(cfg->ctl_id), "%s", cfg->id);
+    } else {
+        char host[48] = "control";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = '\0';
+        snprintf(cfg->ctl_id, sizeof(cfg->ctl_id), "%s-%ld", host,
+                 (long)getpid());
+    }
+    cfg->limits.max_ttl_s = cfg->max_ttl_ms / 1000;
+    cfg->limits.default_ttl_s = cfg->default_ttl_ms / 1000;
+    cfg->limits.max_pin_s = cfg->max_pin_ms / 1000;
+    cfg->auth = ctl_auth_new();
+    if (!cfg->auth) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->tokens.n; i++) {
+        const fg_conf_kv *kv = &cfg->tokens.items[i];
+        if (ctl_auth_add(cfg->auth, kv->key, kv->value, e, sizeof(e)) !=
+            FG_OK) {
+            snprintf(errbuf, errlen, "tokens.%s: %s", kv->key, e);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+ctl_cli ctl_config_load(ctl_config *cfg, int argc, char **argv)
+{
+    fg_conf_cli cli;
+    ctl_cli rc = CTL_CLI_EXIT_FAIL;
+    char err[512];
+    memset(&cli, 0, sizeof(cli));
+    /* --hash-token stands alone: it never reads a configuration. */
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--hash-token") == 0) {
+            if (argc != 2) {
+                fprintf(stderr, "%s: --hash-token takes no other argument\n",
+                        argv[0]);
+                return CTL_CLI_EXIT_FAIL;
+            }
+            return ctl_hash_token(stdin, stdout, stderr) == 0
+                       ? CTL_CLI_EXIT_OK
+                       : CTL_CLI_EXIT_FAIL;
+        }
+    if (fg_conf_cli_parse(&cli, argc, argv) != FG_OK)
+        goto out;
+    if (cli.help) {
+        usage(stdout, argv[0]);
+        rc = CTL_CLI_EXIT_OK;
+        goto out;
+    }
+    if (cli.version) {
+        printf("fleetgate-control %s\n", FG_VERSION);
+        rc = CTL_CLI_EXIT_OK;
+        goto out;
+    }
+    fg_conf_passthrough pt[] = {
+        {"kafka.", &cfg->kafka},
+        {"tokens.", &cfg->tokens},
+        {NULL, NULL},
+    };
+    if (fg_conf_load(ctl_slots, cfg, pt, cli.path, environ, cli.sets,
+                     cli.nsets, err, sizeof(err)) != FG_OK ||
+        derive(cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: configuration error: %s\n", argv[0], err);
+        goto out;
+    }
+    rd_kafka_conf_t *kc = ctl_config_producer(cfg, err, sizeof(err));
+    if (kc) {
+        rd_kafka_conf_destroy(kc);
+        kc = ctl_config_consumer(cfg, "check", err, sizeof(err));
+    }
+    if (!kc) {
+        fprintf(stderr, "%s: configuration error: %s\n", argv[0], err);
+        goto out;
+    }
+    rd_kafka_conf_destroy(kc);
+    if (cli.check_only) {
+        printf("configuration ok (%zu tokens)\n", ctl_auth_count(cfg->auth));
+        rc = CTL_CLI_EXIT_OK;
+        goto out;
+    }
+    rc = CTL_CLI_RUN;
+out:
+    fg_conf_cli_free(&cli);
+    return rc;
+}
+
+static rd_kafka_conf_t *base_conf(const ctl_config *cfg, char *errbuf,
+                                  size_t errlen)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    if (fg_kafka_conf_set(kc, "bootstrap.servers", "127.0.0.1:9092", errbuf,
+                          errlen) != FG_OK ||
+        fg_kafka_conf_set(kc, "client.id", cfg->ctl_id, errbuf, errlen) !=
+            FG_OK) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    return kc;
+}
+
+rd_kafka_conf_t *ctl_config_producer(const ctl_config *cfg, char *errbuf,
+                                     size_t errlen)
+{
+    char timeout[32];
+    rd_kafka_conf_t *kc = base_conf(cfg, errbuf, errlen);
+    if (!kc)
+        return NULL;
+    snprintf(timeout, sizeof(timeout), "%lld",
+             (long long)cfg->publish_timeout_ms);
+    const char *const defs[][2] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "1"},
+        {"message.timeout.ms", timeout},
+    };
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
+        if (fg_kafka_conf_set(kc, defs[i][0], defs[i][1], errbuf, errlen) !=
+            FG_OK)
+            goto fail;
+    if (fg_kafka_conf_apply(kc, &cfg->kafka, errbuf, errlen) != FG_OK)
+        goto fail;
+    /* Operator decisions are never at-most-once, whatever kafka.* says. */
+    if (fg_kafka_conf_set(kc, "enable.idempotence", "true", errbuf, errlen) !=
+            FG_OK ||
+        fg_kafka_conf_set(kc, "acks", "all", errbuf, errlen) != FG_OK)
+        goto fail;
+    return kc;
+fail:
+    rd_kafka_conf_destroy(kc);
+    return NULL;
+}
+
+rd_kafka_conf_t *ctl_config_consumer(const ctl_config *cfg, const char *group,
+                                     char *errbuf, size_t errlen)
+{
+    /* Producer-only keys mean nothing to a consumer: skip them. */
+    static const char *const producer_only[] = {
+        "enable.idempotence", "acks", "request.required.acks", "linger.ms",
+        "queue.buffering.max.ms", "message.timeout.ms", "delivery.timeout.ms",
+        "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+        "compression.codec", "compression.type", "batch.num.messages",
+        "batch.size", "message.send.max.retries", "retries",
+        "retry.backoff.ms", "partitioner", "sticky.partitioning.linger.ms",
+        "request.timeout.ms", "compression.level", "max.in.flight",
+        "max.in.flight.requests.per.connection",
+    };
+    rd_kafka_conf_t *kc = base_conf(cfg, errbuf, errlen);
+    if (!kc)
+        return NULL;
+    for (size_t i = 0; i < cfg->kafka.n; i++) {
+        const fg_conf_kv *kv = &cfg->kafka.items[i];
+        int skip = 0;
+        for (size_t j = 0; j < sizeof(producer_only) / sizeof(*producer_only);
+             j++)
+            skip |= strcmp(kv->key, producer_only[j]) == 0;
+        if (!skip &&
+            fg_kafka_conf_set(kc, kv->key, kv->value, errbuf, errlen) != FG_OK)
+            goto fail;
+    }
+    const char *const defs[][2] = {
+        {"group.id", group},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"enable.partition.eof", "true"},
+        {"auto.offset.reset", "earliest"},
+        {"fetch.wait.max.ms", "100"},
+    };
+    for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
+        if (fg_kafka_conf_set(kc, defs[i][0], defs[i][1], errbuf, errlen) !=
+            FG_OK)
+            goto fail;
+    return kc;
+fail:
+    rd_kafka_conf_destroy(kc);
+    return NULL;
+}
+
+void ctl_config_free(ctl_config *cfg)
+{
+    fg_conf_free(ctl_slots, cfg);
+    fg_conf_kvs_free(&cfg->kafka);
+    if (cfg->tokens.items)
+        for (size_t i = 0; i < cfg->tokens.n; i++)
+            if (cfg->tokens.items[i].value)
+                OPENSSL_cleanse(cfg->tokens.items[i].value,
+                                strlen(cfg->tokens.items[i].value));
+    fg_conf_kvs_free(&cfg->tokens);
+    ctl_auth_free(cfg->auth);
+    cfg->auth = NULL;
+}

@@ -1,0 +1,403 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Routes, query and body validation of the control API (yajl's tree for the
+ * small JSON bodies, with our own checks for duplicates and \u0000). */
+#include "ctl_req.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_tree.h>
+
+static void set_err(ctl_req_error *err, const char *code, const char *field,
+                    const char *detail)
+{
+    err->code = code;
+    snprintf(err->field, sizeof(err->field), "%s", field ? field : "");
+    snprintf(err->detail, sizeof(err->detail), "%s", detail ? detail : "");
+}
+
+/* ---- routes ---- */
+
+static int seg_eq(const char *s, size_t n, const char *lit)
+{
+    return strlen(lit) == n && memcmp(s, lit, n) == 0;
+}
+
+ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
+                          char region[CTL_SEGMENT_MAX + 1], int *method_ok)
+{
+    const char *seg[5];
+    size_t segn[5], nseg = 0, i = 0;
+    ctl_route r = CTL_ROUTE_NONE;
+    int is_get = meth == FG_HTTP_GET || meth == FG_HTTP_HEAD;
+    region[0] = '\0';
+    *method_ok = 0;
+    if (len == 0 || path[0] != '/')
+        return CTL_ROUTE_NONE;
+    /* Split on '/': at most 4 non-empty segments, no empty one. */
+    i = 1;
+    while (i <= len) {
+        size_t start = i;
+        while (i < len && path[i] != '/')
+            i++;
+        if (i == start || nseg == 4)
+            return CTL_ROUTE_NONE;
+        seg[nseg] = path + start;
+        segn[nseg++] = i - start;
+        i++;
+    }
+    if (nseg < 2 || !seg_eq(seg[0], segn[0], "v1"))
+        return CTL_ROUTE_NONE;
+    if (seg_eq(seg[1], segn[1], "regions")) {
+        if (nseg == 2)
+            r = CTL_ROUTE_LIST;
+        else if (nseg == 3)
+            r = CTL_ROUTE_REGION;
+        else if (seg_eq(seg[3], segn[3], "lock"))
+            r = CTL_ROUTE_LOCK;
+        else if (seg_eq(seg[3], segn[3], "unlock"))
+            r = CTL_ROUTE_UNLOCK;
+        else
+            return CTL_ROUTE_NONE;
+        if (nseg >= 3) {
+            size_t n = segn[2] < CTL_SEGMENT_MAX ? segn[2] : CTL_SEGMENT_MAX;
+            memcpy(region, seg[2], n);
+            region[n] = '\0';
+        }
+    } else if (seg_eq(seg[1], segn[1], "locks") && nseg == 3 &&
+               seg_eq(seg[2], segn[2], "unlock-all")) {
+        r = CTL_ROUTE_UNLOCK_ALL;
+    } else {
+        return CTL_ROUTE_NONE;
+    }
+    *method_ok = (r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION)
+                     ? is_get
+                     : meth == FG_HTTP_POST;
+    return r;
+}
+
+const char *ctl_route_str(ctl_route r)
+{
+    switch (r) {
+    case CTL_ROUTE_LIST: return "list";
+    case CTL_ROUTE_REGION: return "region";
+    case CTL_ROUTE_LOCK: return "lock";
+    case CTL_ROUTE_UNLOCK: return "unlock";
+    case CTL_ROUTE_UNLOCK_ALL: return "unlock_all";
+    default: return "none";
+    }
+}
+
+const char *ctl_route_allow(ctl_route r)
+{
+    return r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION ? "GET, HEAD" : "POST";
+}
+
+int ctl_req_region_ok(const char *region)
+{
+    return fg_region_valid(region, strlen(region));
+}
+
+/* ---- query ---- */
+
+fg_status ctl_req_list_query(const char *query, ctl_list_query *q,
+                             ctl_req_error *err)
+{
+    static const char *const states[] = {"unlocked", "locked", "shadow",
+                                         "suppressed", "expired"};
+    int seen_sort = 0, seen_state = 0;
+    q->sort = CTL_SORT_REGION;
+    q->state = -1;
+    if (!query || !*query)
+        return FG_OK;
+    const char *p = query;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t n = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', n);
+        char key[16], val[16];
+        if (n == 0 || !eq || memchr(p, '%', n)) {
+            set_err(err, "invalid_query", "", "expected key=value pairs, "
+                    "sort=share|devices|region, state=<lock state>");
+            return FG_EINVAL;
+        }
+        size_t kn = (size_t)(eq - p), vn = n - kn - 1;
+        if (kn >= sizeof(key) || vn >= sizeof(val)) {
+            set_err(err, "invalid_query", "", "unknown query parameter");
+            return FG_EINVAL;
+        }
+        memcpy(key, p, kn);
+        key[kn] = '\0';
+        memcpy(val, eq + 1, vn);
+        val[vn] = '\0';
+        if (strcmp(key, "sort") == 0 && !seen_sort) {
+            seen_sort = 1;
+            if (strcmp(val, "region") == 0)
+                q->sort = CTL_SORT_REGION;
+            else if (strcmp(val, "share") == 0)
+                q->sort = CTL_SORT_SHARE;
+            else if (strcmp(val, "devices") == 0)
+                q->sort = CTL_SORT_DEVICES;
+            else {
+                set_err(err, "invalid_query", "sort",
+                        "sort is one of share, devices, region");
+                return FG_EINVAL;
+            }
+        } else if (strcmp(key, "state") == 0 && !seen_state) {
+            seen_state = 1;
+            for (int i = 0; i < 5; i++)
+                if (strcmp(val, states[i]) == 0)
+                    q->state = i;
+            if (q->state < 0) {
+                set_err(err, "invalid_query", "state",
+                        "state is one of locked, unlocked, shadow, "
+                        "suppressed, expired");
+                return FG_EINVAL;
+            }
+        } else {
+            set_err(err, "invalid_query", key,
+                    "unknown or repeated query parameter");
+            return FG_EINVAL;
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return FG_OK;
+}
+
+/* ---- bodies ---- */
+
+/* True when the JSON text has the escape \u0000 (which would cut a C
+ * string short). Escapes only occur inside strings in valid JSON. */
+static int has_nul_escape(const char *s, size_t len)
+{
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (s[i] != '\\')
+            continue;
+        if (s[i + 1] == 'u' && i + 5 < len && s[i + 2] == '0' &&
+            s[i + 3] == '0' && s[i + 4] == '0' && s[i + 5] == '0')
+            return 1;
+        i++; /* skip the escaped character */
+    }
+    return 0;
+}
+
+/* Parses body into a tree whose root is an object. NULL with *err. */
+static yajl_val parse_object(const char *body, size_t len, ctl_req_error *err,
+                             fg_status *st)
+{
+    char ebuf[128];
+    *st = FG_EINVAL;
+    if (!body || len == 0) {
+        set_err(err, "invalid_json", "", "the body is empty");
+        return NULL;
+    }
+    if (memchr(body, '\0', len) || has_nul_escape(body, len)) {
+        set_err(err, "invalid_json", "", "the body contains NUL");
+        return NULL;
+    }
+    char *text = malloc(len + 1);
+    if (!text) {
+        *st = FG_ENOMEM;
+        set_err(err, "no_memory", "", "out of memory");
+        return NULL;
+    }
+    memcpy(text, body, len);
+    text[len] = '\0';
+    ebuf[0] = '\0';
+    yajl_val root = yajl_tree_parse(text, ebuf, sizeof(ebuf));
+    free(text);
+    if (!root) {
+        /* yajl's message spans lines; keep its first. */
+        char *nl = strchr(ebuf, '\n');
+        if (nl)
+            *nl = '\0';
+        set_err(err, "invalid_json", "", ebuf[0] ? ebuf : "not JSON");
+        return NULL;
+    }
+    if (!YAJL_IS_OBJECT(root)) {
+        yajl_tree_free(root);
+        set_err(err, "not_an_object", "", "the body must be a JSON object");
+        return NULL;
+    }
+    for (size_t i = 0; i < root->u.object.len; i++)
+        for (size_t j = i + 1; j < root->u.object.len; j++)
+            if (strcmp(root->u.object.keys[i], root->u.object.keys[j]) == 0) {
+                set_err(err, "invalid_json", root->u.object.keys[i],
+                        "duplicate key");
+                yajl_tree_free(root);
+                return NULL;
+            }
+    *st = FG_OK;
+    return root;
+}
+
+/* Copies a string field under the caps; blank_ok allows "" and spaces. */
+static int take_string(yajl_val v, const char *field, char *out, size_t cap,
+                       int blank_ok, ctl_req_error *err)
+{
+    char d[96];
+    if (!YAJL_IS_STRING(v)) {
+        snprintf(d, sizeof(d), "%s must be a string", field);
+        set_err(err, "wrong_type", field, d);
+        return -1;
+    }
+    const char *s = v->u.string;
+    size_t n = strlen(s);
+    if (n >= cap) {
+        snprintf(d, sizeof(d), "%s is over %zu bytes", field, cap - 1);
+        set_err(err, "too_long", field, d);
+        return -1;
+    }
+    int blank = 1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f) {
+            snprintf(d, sizeof(d), "%s has a control character", field);
+            set_err(err, "invalid_value", field, d);
+            return -1;
+        }
+        if (c != ' ')
+            blank = 0;
+    }
+    if (blank && !blank_ok) {
+        snprintf(d, sizeof(d), "%s must not be empty", field);
+        set_err(err, "invalid_value", field, d);
+        return -1;
+    }
+    memcpy(out, s, n + 1);
+    return 0;
+}
+
+static int take_int(yajl_val v, const char *field, int64_t min, int64_t max,
+                    int64_t *out, ctl_req_error *err)
+{
+    char d[96];
+    if (!YAJL_IS_INTEGER(v)) {
+        snprintf(d, sizeof(d), "%s must be an integer", field);
+        set_err(err, "wrong_type", field, d);
+        return -1;
+    }
+    long long x = YAJL_GET_INTEGER(v);
+    if (x < min || x > max) {
+        snprintf(d, sizeof(d), "%s must be %lld..%lld", field, (long long)min,
+                 (long long)max);
+        set_err(err, "out_of_range", field, d);
+        return -1;
+    }
+    *out = (int64_t)x;
+    return 0;
+}
+
+static void missing_reason(ctl_req_error *err)
+{
+    set_err(err, "missing_field", "reason",
+            "reason is required: say why, for the audit trail");
+}
+
+fg_status ctl_req_parse_lock(const char *body, size_t len,
+                             const ctl_req_limits *lim, ctl_lock_req *out,
+                             ctl_req_error *err)
+{
+    fg_status st;
+    int have_reason = 0;
+    memset(out, 0, sizeof(*out));
+    out->ttl_s = lim->default_ttl_s;
+    out->scope = FG_SCOPE_GREY;
+    yajl_val root = parse_object(body, len, err, &st);
+    if (!root)
+        return st;
+    st = FG_EINVAL;
+    for (size_t i = 0; i < root->u.object.len; i++) {
+        const char *k = root->u.object.keys[i];
+        yajl_val v = root->u.object.values[i];
+        int known = strcmp(k, "reason") == 0 || strcmp(k, "ttl_s") == 0 ||
+                    strcmp(k, "scope") == 0 || strcmp(k, "message") == 0 ||
+                    strcmp(k, "dry_run") == 0;
+        if (!known) {
+            set_err(err, "unknown_field", k,
+                    "fields: ttl_s, scope, reason, message, dry_run");
+            goto out;
+        }
+        if (YAJL_IS_NULL(v))
+            continue;
+        if (strcmp(k, "reason") == 0) {
+            if (take_string(v, k, out->reason, sizeof(out->reason), 0, err))
+                goto out;
+            have_reason = 1;
+        } else if (strcmp(k, "ttl_s") == 0) {
+            if (take_int(v, k, 1, lim->max_ttl_s, &out->ttl_s, err))
+                goto out;
+        } else if (strcmp(k, "scope") == 0) {
+            if (!YAJL_IS_STRING(v)) {
+                set_err(err, "wrong_type", k, "scope must be a string");
+                goto out;
+            }
+            if (strcmp(v->u.string, "grey") == 0)
+                out->scope = FG_SCOPE_GREY;
+            else if (strcmp(v->u.string, "all") == 0)
+                out->scope = FG_SCOPE_ALL;
+            else {
+                set_err(err, "invalid_value", k, "scope is grey or all");
+                goto out;
+            }
+        } else if (strcmp(k, "message") == 0) {
+            if (take_string(v, k, out->message, sizeof(out->message), 1, err))
+                goto out;
+            out->has_message = 1;
+        } else {
+            if (!YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v)) {
+                set_err(err, "wrong_type", k, "dry_run must be true or false");
+                goto out;
+            }
+            out->dry_run = YAJL_IS_TRUE(v);
+        }
+    }
+    if (!have_reason) {
+        missing_reason(err);
+        goto out;
+    }
+    st = FG_OK;
+out:
+    yajl_tree_free(root);
+    return st;
+}
+
+fg_status ctl_req_parse_unlock(const char *body, size_t len,
+                               const ctl_req_limits *lim, ctl_unlock_req *out,
+                               ctl_req_error *err)
+{
+    fg_status st;
+    int have_reason = 0;
+    memset(out, 0, sizeof(*out));
+    yajl_val root = parse_object(body, len, err, &st);
+    if (!root)
+        return st;
+    st = FG_EINVAL;
+    for (size_t i = 0; i < root->u.object.len; i++) {
+        const char *k = root->u.object.keys[i];
+        yajl_val v = root->u.object.values[i];
+        if (strcmp(k, "reason") != 0 && strcmp(k, "pin_s") != 0) {
+            set_err(err, "unknown_field", k, "fields: reason, pin_s");
+            goto out;
+        }
+        if (YAJL_IS_NULL(v))
+            continue;
+        if (strcmp(k, "reason") == 0) {
+            if (take_string(v, k, out->reason, sizeof(out->reason), 0, err))
+                goto out;
+            have_reason = 1;
+        } else if (take_int(v, k, 0, lim->max_pin_s, &out->pin_s, err)) {
+            goto out;
+        }
+    }
+    if (!have_reason) {
+        missing_reason(err);
+        goto out;
+    }
+    st = FG_OK;
+out:
+    yajl_tree_free(root);
+    return st;
+}

@@ -1,0 +1,514 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The control service (issue 4) as an operator and a device see it: a real
+fleetgate-control with known tokens on per-test topics, against the test
+broker. A lock made through the API lands on the lock topic (source ops, the
+token's actor) and a gateway on the same topic answers `locked` to a grey
+device in the region; a dry run changes nothing; unlock-all unlocks every
+locked region with a pin; missing and weak tokens get 401/403; bad input gets
+400/413/415 and writes nothing; fleet.audit holds every action and denial
+with its actor and reason."""
+
+import hashlib
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import fgtest
+from fgtest import msgpack
+from test_scorer_decisions import lock_records, ops_record, wait_lock
+
+TOKENS = {
+    # actor: (role, token)
+    "vic": ("viewer", "viewer-" + secrets.token_hex(16)),
+    "alice": ("operator", "operator-" + secrets.token_hex(16)),
+    "root": ("admin", "admin-" + secrets.token_hex(16)),
+}
+MAX_TTL_S = 3600
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def hash_token(token):
+    """The hash fleetgate-control --hash-token prints for token."""
+    p = subprocess.run([fgtest.build_path("fleetgate-control"), "--hash-token"],
+                       input=(token + "\n").encode(), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.decode().strip()
+
+
+class Topics:
+    """Fresh lock (compacted), score and audit topics of one test."""
+
+    def __init__(self):
+        self.locks = fgtest.unique_topic("ctl-locks", partitions=1,
+                                         config={"cleanup.policy": "compact"})
+        self.scores = fgtest.unique_topic("ctl-scores", partitions=3)
+        self.audit = fgtest.unique_topic("ctl-audit", partitions=1)
+
+
+class Control:
+    """A fleetgate-control process configured with --set: the test's topics,
+    free ports, the TOKENS above (hashed), max_ttl 1 h."""
+
+    def __init__(self, topics, settings=None):
+        self.binary = fgtest.build_path("fleetgate-control")
+        self.port = fgtest.free_port()
+        self.admin_port = fgtest.free_port()
+        config = {
+            "control.id": "ctl-" + secrets.token_hex(3),
+            "control.listen": f"127.0.0.1:{self.port}",
+            "control.admin_listen": f"127.0.0.1:{self.admin_port}",
+            "control.locks_topic": topics.locks,
+            "control.scores_topic": topics.scores,
+            "control.audit_topic": topics.audit,
+            "control.max_ttl": f"{MAX_TTL_S}s",
+            "control.default_ttl": "600s",
+            "control.max_body": "4k",
+            "kafka.bootstrap.servers": fgtest.kafka_bootstrap(),
+        }
+        for actor, (role, token) in TOKENS.items():
+            config[f"tokens.{actor}"] = f"{role}:{hash_token(token)}"
+        config.update(settings or {})
+        self.config = config
+        self.dir = tempfile.mkdtemp(prefix="fg-control-")
+        self.log_path = os.path.join(self.dir, "control.log")
+        self._logf = open(self.log_path, "ab")
+        args = [self.binary]
+        for k, v in config.items():
+            args += ["--set", f"{k}={v}"]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=self._logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"control exited with {self.proc.returncode}\n"
+                                     + self.log_tail())
+            try:
+                if self.request("GET", "/readyz", admin=True, timeout=1.0)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError("control not ready in 30 s\n" + self.log_tail())
+            time.sleep(0.05)
+
+    def log_tail(self, lines=40):
+        with open(self.log_path, "rb") as f:
+            text = f.read().decode(errors="replace")
+        keep = [ln for ln in text.splitlines() if "librdkafka" not in ln]
+        return "\n".join(keep[-lines:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("control ignored SIGTERM\n" + self.log_tail())
+        return self.proc.returncode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is not None:
+                print("--- control log ---\n" + self.log_tail(60), flush=True)
+            rc = self.stop()
+            if exc_type is None:
+                assert rc == 0, f"control exited with {rc} on SIGTERM\n" + self.log_tail()
+        finally:
+            self._logf.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+    def request(self, method, path, body=None, headers=None, admin=False,
+                timeout=10.0):
+        port = self.admin_port if admin else self.port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+        finally:
+            conn.close()
+
+    def call(self, method, path, actor=None, obj=None, raw=None, token=None,
+             content_type="application/json"):
+        """One API call as actor (or with an explicit token); returns
+        (status, headers, parsed JSON body)."""
+        headers = {}
+        if actor:
+            token = TOKENS[actor][1]
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        body = raw if raw is not None else (
+            json.dumps(obj).encode() if obj is not None else None)
+        if body is not None and content_type:
+            headers["Content-Type"] = content_type
+        status, hdrs, data = self.request(method, path, body, headers)
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = data
+        return status, hdrs, parsed
+
+
+def score_row(region, devices, grey, mode="auto"):
+    """A score row as consumers/sc_eval.c publishes it (msgpack)."""
+    share = grey / devices if devices else 0.0
+    return msgpack.packb({"region": region, "ts": now_ms(), "devices": devices,
+                          "grey": grey, "share": share, "lo": max(0.0, share - 0.1),
+                          "hi": min(1.0, share + 0.1), "mode": mode,
+                          "state": "unlocked", "source": "auto"}, use_bin_type=True)
+
+
+def publish_scores(topics, rows):
+    fgtest.produce_many(topics.scores, [(r.encode(), score_row(r, d, g, *m))
+                                        for r, d, g, *m in rows])
+
+
+def audit_records(topic):
+    return [json.loads(rec.value) for rec in fgtest.consume(topic)]
+
+
+def wait_audit(topic, pred, what, timeout=10.0):
+    return fgtest.wait_until(lambda: next((a for a in audit_records(topic) if pred(a)),
+                                          None),
+                             timeout=timeout, interval=0.2, what=what)
+
+
+def checkin(gw, device, sku, region):
+    status, _, body = gw.post_json("/v1/checkin", {"device_id": device,
+                                                   "sku_region": sku,
+                                                   "region": region, "seq": now_ms()})
+    assert status == 200, (status, body)
+    return json.loads(body)
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_lock_reaches_topic_gateway_and_audit():
+    """An operator locks CU (grey scope, 10 min): the answer comes after the
+    broker stored the record; the record carries source ops, actor alice,
+    the request id, since now and until since + ttl; a gateway on the same
+    topic answers `locked` (with the message) to a grey device in CU and
+    `ok` to a local one; the API shows CU locked; fleet.audit holds the
+    action with actor, role, reason, before and after."""
+    topics = Topics()
+    with Control(topics) as ctl, fgtest.Gateway({"gateway.locks_topic": topics.locks}) as gw:
+        publish_scores(topics, [("CU", 200, 190), ("US", 500, 10)])
+        fgtest.wait_until(lambda: ctl.call("GET", "/v1/regions/CU", "vic")[0] == 200,
+                          what="CU's score row in the table")
+        t0 = now_ms()
+        status, hdrs, body = ctl.call("POST", "/v1/regions/CU/lock", "alice",
+                                      {"ttl_s": 600, "scope": "grey",
+                                       "reason": "grey import wave",
+                                       "message": "Use in CU is paused."})
+        assert status == 200, (status, body)
+        rid = body["request_id"]
+        assert hdrs["x-request-id"] == rid
+        assert body["audited"] is True and body["estimated_devices"] == 190, body
+        rec = body["record"]
+        assert rec["state"] == "locked" and rec["source"] == "ops", rec
+        assert rec["actor"] == "alice" and rec["id"] == rid, rec
+        # Answered after the broker acknowledged: the record is there now.
+        records = lock_records(topics.locks)
+        assert len(records) == 1, records
+        lk = records[0][1]
+        assert lk["region"] == "CU" and lk["state"] == "locked", lk
+        assert lk["scope"] == "grey" and lk["source"] == "ops", lk
+        assert lk["actor"] == "alice" and lk["id"] == rid, lk
+        assert lk["reason"] == "grey import wave", lk
+        assert lk["message"] == "Use in CU is paused.", lk
+        assert t0 - 1000 <= lk["since"] <= now_ms() + 1000, lk
+        assert lk["until"] == lk["since"] + 600 * 1000, lk
+        assert lk["devices"] == 200, lk
+        # A device sees it through the gateway.
+        d = fgtest.wait_until(
+            lambda: (lambda r: r if r["status"] == "locked" else None)(
+                checkin(gw, "grey-1", "CN", "CU")),
+            timeout=10, what="the gateway answering locked")
+        assert d["region"] == "CU" and d["scope"] == "grey", d
+        assert d["message"] == "Use in CU is paused." and d["until"] == lk["until"], d
+        assert checkin(gw, "local-1", "CU", "CU")["status"] == "ok"
+        assert checkin(gw, "grey-2", "CN", "US")["status"] == "ok"
+        # The API's picture.
+        status, _, r = ctl.call("GET", "/v1/regions/CU", "vic")
+        assert status == 200 and r["state"] == "locked", r
+        assert r["devices"] == 200 and r["grey"] == 190 and r["mode"] == "auto", r
+        assert r["actor"] == "alice" and r["until"] == lk["until"], r
+        status, _, lst = ctl.call("GET", "/v1/regions?state=locked", "vic")
+        assert [x["region"] for x in lst["regions"]] == ["CU"], lst
+        status, _, lst = ctl.call("GET", "/v1/regions?sort=devices", "alice")
+        assert [x["region"] for x in lst["regions"]] == ["US", "CU"], lst
+        status, _, lst = ctl.call("GET", "/v1/regions?sort=share", "root")
+        assert [x["region"] for x in lst["regions"]] == ["CU", "US"], lst
+        # The audit trail.
+        au = wait_audit(topics.audit, lambda a: a["request_id"] == rid, "the lock's audit")
+        assert au["actor"] == "alice" and au["role"] == "operator", au
+        assert au["action"] == "lock" and au["target"] == "CU", au
+        assert au["reason"] == "grey import wave" and au["outcome"] == "ok", au
+        assert au["before"] is None and au["after"]["id"] == rid, au
+        assert au["params"]["ttl_s"] == 600 and au["source"] == "127.0.0.1", au
+        # An operator unlock with a pin: devices are ok again.
+        status, _, body = ctl.call("POST", "/v1/regions/CU/unlock", "alice",
+                                   {"reason": "checked: legitimate", "pin_s": 120})
+        assert status == 200, body
+        assert body["before"]["state"] == "locked", body
+        rec = body["record"]
+        assert rec["state"] == "unlocked" and rec["pin_until"] == rec["since"] + 120000, rec
+        fgtest.wait_until(lambda: checkin(gw, "grey-1", "CN", "CU")["status"] == "ok",
+                          timeout=10, what="the gateway answering ok after the unlock")
+        au = wait_audit(topics.audit, lambda a: a["request_id"] == body["request_id"],
+                        "the unlock's audit")
+        assert au["before"]["id"] == rid and au["after"]["pin_until"] == rec["pin_until"], au
+
+
+def test_dry_run_changes_nothing():
+    """dry_run answers the devices a lock would reach (grey devices for grey,
+    all devices for all) from the newest score, and writes no lock record;
+    the audit says dry_run."""
+    topics = Topics()
+    with Control(topics) as ctl:
+        publish_scores(topics, [("CU", 120, 100), ("CU", 200, 150)])
+        fgtest.wait_until(
+            lambda: (ctl.call("GET", "/v1/regions/CU", "vic")[2] or {}).get("devices") == 200,
+            what="CU's newest score")
+        status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "alice",
+                                   {"reason": "what if", "dry_run": True})
+        assert status == 200, body
+        assert body["dry_run"] is True and body["estimated_devices"] == 150, body
+        assert body["would_write"]["state"] == "locked", body
+        status, _, body2 = ctl.call("POST", "/v1/regions/CU/lock", "alice",
+                                    {"reason": "what if", "scope": "all",
+                                     "dry_run": True})
+        assert status == 200 and body2["estimated_devices"] == 200, body2
+        # Unknown region: no estimate, still nothing written.
+        status, _, body3 = ctl.call("POST", "/v1/regions/KP/lock", "alice",
+                                    {"reason": "what if", "dry_run": True})
+        assert status == 200 and body3["estimated_devices"] is None, body3
+        au = wait_audit(topics.audit, lambda a: a["request_id"] == body["request_id"],
+                        "the dry run's audit")
+        assert au["outcome"] == "dry_run" and au["dry_run"] is True, au
+        assert au["estimated_devices"] == 150 and au["reason"] == "what if", au
+        time.sleep(0.5)
+        assert lock_records(topics.locks) == []
+        status, _, r = ctl.call("GET", "/v1/regions/CU", "vic")
+        assert r["state"] == "unlocked" and r["lock_id"] is None, r
+
+
+def test_unlock_all_unlocks_every_locked_region_with_a_pin():
+    """Three regions locked (two by the operator, one by the scorer), one
+    shadow and one already unlocked: an admin's unlock-all writes an
+    unlocked record with pin_until for exactly the three locked ones, in one
+    audited action; a gateway then answers ok; an operator gets 403 and
+    nothing is written."""
+    topics = Topics()
+    with Control(topics) as ctl, fgtest.Gateway({"gateway.locks_topic": topics.locks}) as gw:
+        auto = ops_record("SY", state="locked", source="auto", actor="scorer",
+                          until=now_ms() + 600000)
+        shadow = ops_record("IR", state="shadow", source="auto", until=now_ms() + 600000)
+        fgtest.produce_many(topics.locks, [
+            (b"SY", msgpack.packb(auto, use_bin_type=True)),
+            (b"IR", msgpack.packb(shadow, use_bin_type=True)),
+            (b"DE", msgpack.packb(ops_record("DE"), use_bin_type=True))])
+        for region in ("CU", "UA-43"):
+            status, _, body = ctl.call("POST", f"/v1/regions/{region}/lock", "alice",
+                                       {"reason": "wave", "scope": "all", "ttl_s": 900})
+            assert status == 200, body
+        fgtest.wait_until(
+            lambda: len(ctl.call("GET", "/v1/regions?state=locked", "vic")[2]["regions"]) == 3,
+            what="three locked regions in the table")
+        assert checkin(gw, "d-1", "CU", "CU")["status"] == "locked"
+        before = len(lock_records(topics.locks))
+        # An operator may not.
+        status, _, body = ctl.call("POST", "/v1/locks/unlock-all", "alice",
+                                   {"reason": "all clear", "pin_s": 600})
+        assert status == 403 and body["error"] == "forbidden", body
+        assert len(lock_records(topics.locks)) == before
+        # An admin may.
+        t0 = now_ms()
+        status, _, body = ctl.call("POST", "/v1/locks/unlock-all", "root",
+                                   {"reason": "all clear", "pin_s": 600})
+        assert status == 200, body
+        assert sorted(body["unlocked"]) == ["CU", "SY", "UA-43"], body
+        assert body["failed"] == [], body
+        new = [lk for _, lk in lock_records(topics.locks)[before:]]
+        assert sorted(lk["region"] for lk in new) == ["CU", "SY", "UA-43"], new
+        for lk in new:
+            assert lk["state"] == "unlocked" and lk["source"] == "ops", lk
+            assert lk["actor"] == "root" and lk["reason"] == "all clear", lk
+            assert lk["id"] == f"{body['request_id']}-{lk['region']}", lk
+            assert t0 - 1000 <= lk["since"] <= now_ms() + 1000, lk
+            assert lk["pin_until"] == lk["since"] + 600000, lk
+        assert [lk["scope"] for lk in new if lk["region"] == "SY"] == ["grey"]
+        fgtest.wait_until(lambda: checkin(gw, "d-1", "CU", "CU")["status"] == "ok",
+                          timeout=10, what="CU devices ok after unlock-all")
+        assert checkin(gw, "d-2", "UA", "UA-43")["status"] == "ok"
+        status, _, lst = ctl.call("GET", "/v1/regions?state=locked", "vic")
+        assert lst["regions"] == [], lst
+        status, _, ir = ctl.call("GET", "/v1/regions/IR", "vic")
+        assert ir["state"] == "shadow", ir
+        au = wait_audit(topics.audit, lambda a: a["request_id"] == body["request_id"],
+                        "the unlock-all audit")
+        assert au["action"] == "unlock_all" and au["target"] == "*", au
+        assert au["actor"] == "root" and au["role"] == "admin", au
+        assert au["reason"] == "all clear" and au["outcome"] == "ok", au
+        assert sorted(au["regions"]) == ["CU", "SY", "UA-43"], au
+        assert au["before"]["SY"]["actor"] == "scorer", au
+        assert au["after"]["CU"]["pin_until"] > now_ms(), au
+        assert au["params"]["pin_s"] == 600, au
+        # With nothing locked, unlock-all is a no-op that is still audited.
+        status, _, body = ctl.call("POST", "/v1/locks/unlock-all", "root",
+                                   {"reason": "again"})
+        assert status == 200 and body["unlocked"] == [], body
+        wait_audit(topics.audit, lambda a: a["request_id"] == body["request_id"],
+                   "the empty unlock-all audit")
+
+
+def test_denials_are_refused_and_audited():
+    """No token and a bad token get 401 (WWW-Authenticate), a viewer locking
+    and an operator unlocking all get 403; nothing reaches the lock topic;
+    every denial is on fleet.audit with its actor and role."""
+    topics = Topics()
+    with Control(topics) as ctl:
+        cases = [
+            ("GET", "/v1/regions", None, None, 401),
+            ("POST", "/v1/regions/CU/lock", None, None, 401),
+            ("POST", "/v1/regions/CU/lock", None, "not-a-known-token-at-all", 401),
+            ("POST", "/v1/regions/CU/lock", None, TOKENS["alice"][1] + "x", 401),
+            ("POST", "/v1/regions/CU/lock", "vic", None, 403),
+            ("POST", "/v1/regions/CU/unlock", "vic", None, 403),
+            ("POST", "/v1/locks/unlock-all", "alice", None, 403),
+        ]
+        ids = []
+        for method, path, actor, token, want in cases:
+            status, hdrs, body = ctl.call(method, path, actor,
+                                          {"reason": "try", "ttl_s": 60} if method == "POST" else None,
+                                          token=token)
+            assert status == want, (path, actor, status, body)
+            assert body["error"] == ("unauthorized" if want == 401 else "forbidden"), body
+            if want == 401:
+                assert hdrs.get("www-authenticate", "").startswith("Bearer"), hdrs
+            ids.append((body["request_id"], actor, want))
+        # A wrong scheme is a 401 too.
+        status, _, _ = ctl.request("GET", "/v1/regions", None,
+                                   {"Authorization": "Basic dmljOng="})
+        assert status == 401
+        time.sleep(0.3)
+        assert lock_records(topics.locks) == []
+        want_ids = {rid for rid, _, _ in ids}
+        fgtest.wait_until(lambda: want_ids <= {a["request_id"] for a in audit_records(topics.audit)},
+                          what="every denial audited")
+        by_id = {a["request_id"]: a for a in audit_records(topics.audit)}
+        for rid, actor, want in ids:
+            au = by_id[rid]
+            assert au["outcome"] == "denied" and au["status"] == want, au
+            assert au["actor"] == actor, au
+            assert au["role"] == (TOKENS[actor][0] if actor else "none"), au
+            assert au["after"] is None, au
+        assert by_id[ids[6][0]]["action"] == "unlock_all", by_id[ids[6][0]]
+        assert by_id[ids[4][0]]["target"] == "CU", by_id[ids[4][0]]
+        _, _, text = ctl.request("GET", "/metrics", admin=True)
+        m = fgtest.parse_metrics(text.decode())
+        assert fgtest.metric(m, "fleetgate_control_denied_total", status="401") == 5
+        assert fgtest.metric(m, "fleetgate_control_denied_total", status="403") == 3
+
+
+def test_bad_input_gets_400_and_writes_nothing():
+    """Bad JSON, an unknown field, an invalid region code, a TTL beyond
+    max_ttl, a missing or blank reason, a wrong type: 400 with the error
+    code and the field; an oversized body 413; a non-JSON content type 415;
+    unknown paths 404, wrong methods 405; nothing on the lock topic."""
+    topics = Topics()
+    with Control(topics) as ctl:
+        cases = [
+            ("/v1/regions/CU/lock", b"{not json", "invalid_json", None),
+            ("/v1/regions/CU/lock", b"[]", "not_an_object", None),
+            ("/v1/regions/CU/lock", b'{"reason":"r","ttl":60}', "unknown_field", "ttl"),
+            ("/v1/regions/cu/lock", b'{"reason":"r"}', "invalid_region", "region"),
+            ("/v1/regions/CUBA/lock", b'{"reason":"r"}', "invalid_region", "region"),
+            ("/v1/regions/UA-4444/unlock", b'{"reason":"r"}', "invalid_region", "region"),
+            ("/v1/regions/CU/lock", json.dumps({"reason": "r", "ttl_s": MAX_TTL_S + 1}).encode(),
+             "out_of_range", "ttl_s"),
+            ("/v1/regions/CU/lock", b'{"ttl_s":60}', "missing_field", "reason"),
+            ("/v1/regions/CU/lock", b'{"reason":"  "}', "invalid_value", "reason"),
+            ("/v1/regions/CU/lock", b'{"reason":"r","scope":"most"}', "invalid_value", "scope"),
+            ("/v1/regions/CU/lock", b'{"reason":"r","ttl_s":"60"}', "wrong_type", "ttl_s"),
+            ("/v1/regions/CU/unlock", b'{}', "missing_field", "reason"),
+            ("/v1/regions/CU/unlock", b'{"reason":"r","pin_s":-1}', "out_of_range", "pin_s"),
+            ("/v1/locks/unlock-all", b'{"pin_s":60}', "missing_field", "reason"),
+        ]
+        for path, raw, code, field in cases:
+            actor = "root" if "unlock-all" in path else "alice"
+            status, _, body = ctl.call("POST", path, actor, raw=raw)
+            assert status == 400, (path, raw, status, body)
+            assert body["error"] == code, (path, raw, body)
+            assert body.get("field") == field, (path, raw, body)
+            assert body.get("detail"), body
+        # Over control.max_body (4k).
+        big = json.dumps({"reason": "r", "message": "x" * 5000}).encode()
+        status, _, _ = ctl.call("POST", "/v1/regions/CU/lock", "alice", raw=big)
+        assert status == 413, status
+        status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "alice",
+                                   raw=b'{"reason":"r"}', content_type="text/plain")
+        assert status == 415 and body["error"] == "unsupported_media_type", body
+        status, _, body = ctl.call("GET", "/v1/nothing", "vic")
+        assert status == 404 and body["error"] == "not_found", body
+        status, hdrs, body = ctl.call("GET", "/v1/regions/CU/lock", "alice")
+        assert status == 405 and hdrs["allow"] == "POST", (status, hdrs)
+        status, _, body = ctl.call("GET", "/v1/regions?sort=name", "vic")
+        assert status == 400 and body["error"] == "invalid_query", body
+        status, _, body = ctl.call("GET", "/v1/regions/XX", "vic")
+        assert status == 404 and body["error"] == "unknown_region", body
+        time.sleep(0.3)
+        assert lock_records(topics.locks) == []
+        # The refusals of authenticated actions are audited as invalid.
+        fgtest.wait_until(
+            lambda: sum(1 for a in audit_records(topics.audit) if a["outcome"] == "invalid")
+            >= len(cases) + 1, what="the invalid requests audited")
+        au = next(a for a in audit_records(topics.audit) if a["error"] == "out_of_range"
+                  and a["target"] == "CU")
+        assert au["actor"] == "alice" and au["status"] == 400, au
+        # Still serving: a good lock works after all of that.
+        status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "alice", {"reason": "ok now"})
+        assert status == 200 and body["record"]["until"] - body["record"]["since"] == 600000, body
+
+
+def test_help_check_config_and_hash_token():
+    """--help lists the keys, --check-config refuses a bad token line naming
+    it, --hash-token matches sha256 and refuses short tokens."""
+    exe = fgtest.build_path("fleetgate-control")
+    p = subprocess.run([exe, "--help"], stdout=subprocess.PIPE, timeout=10)
+    assert p.returncode == 0 and b"control.max_ttl" in p.stdout
+    assert b"FLEETGATE_CONTROL_LISTEN" in p.stdout
+    p = subprocess.run([exe, "--set", "tokens.bob=root:" + "0" * 64, "--check-config"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 2 and b"tokens.bob" in p.stderr, p.stderr
+    p = subprocess.run([exe, "--set", "tokens.bob=admin:" + "0" * 63, "--check-config"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 2 and b"64 hex digits" in p.stderr, p.stderr
+    tok = "x" * 20
+    assert hash_token(tok) == hashlib.sha256(tok.encode()).hexdigest()
+    p = subprocess.run([exe, "--hash-token"], input=b"short\n", stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=10)
+    assert p.returncode == 2 and p.stdout == b"", p
+
+
+if __name__ == "__main__":
+    fgtest.run()

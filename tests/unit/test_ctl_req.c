@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Control API request validation (consumers/ctl_req.c): routes, the list
+ * query, and lock/unlock bodies refused with the right error code. */
+#include <string.h>
+
+#include "ctl_req.h"
+#include "fg_test.h"
+
+static const ctl_req_limits LIM = {3600, 600, 86400};
+
+static ctl_route route(fg_http_method m, const char *path, char *region,
+                       int *ok)
+{
+    return ctl_route_match(m, path, strlen(path), region, ok);
+}
+
+static void test_routes(void)
+{
+    char region[CTL_SEGMENT_MAX + 1];
+    int ok;
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/regions", region, &ok), CTL_ROUTE_LIST);
+    FG_CHECK(ok);
+    FG_CHECK_INT(route(FG_HTTP_HEAD, "/v1/regions/CU", region, &ok),
+                 CTL_ROUTE_REGION);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "CU");
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/UA-43/lock", region, &ok),
+                 CTL_ROUTE_LOCK);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "UA-43");
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/CU/unlock", region, &ok),
+                 CTL_ROUTE_UNLOCK);
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/locks/unlock-all", region, &ok),
+                 CTL_ROUTE_UNLOCK_ALL);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "");
+    /* Wrong method: routed, method_ok 0 (405). */
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/regions/CU/lock", region, &ok),
+                 CTL_ROUTE_LOCK);
+    FG_CHECK(!ok);
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions", region, &ok),
+                 CTL_ROUTE_LIST);
+    FG_CHECK(!ok);
+    FG_CHECK_INT(route(FG_HTTP_DELETE, "/v1/locks/unlock-all", region, &ok),
+                 CTL_ROUTE_UNLOCK_ALL);
+    FG_CHECK(!ok);
+    FG_CHECK_STR(ctl_route_allow(CTL_ROUTE_LOCK), "POST");
+    /* Unknown paths. */
+    const char *const none[] = {"/", "", "/v1", "/v1/", "/v1/regions/",
+                                "/v1//regions", "/v2/regions",
+                                "/v1/regions/CU/lock/x", "/v1/regions/CU/pin",
+                                "/v1/locks", "/v1/locks/unlock-all/",
+                                "v1/regions"};
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
+        FG_CHECK_INT(route(FG_HTTP_GET, none[i], region, &ok), CTL_ROUTE_NONE);
+    /* A long segment is cut, and then refused as a region. */
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/ABCDEFGHIJKLMNOPQRSTU/lock",
+                       region, &ok), CTL_ROUTE_LOCK);
+    FG_CHECK_INT(strlen(region), CTL_SEGMENT_MAX);
+    FG_CHECK(!ctl_req_region_ok(region));
+    FG_CHECK(ctl_req_region_ok("CU"));
+    FG_CHECK(ctl_req_region_ok("UA-43"));
+    FG_CHECK(!ctl_req_region_ok("cu"));
+    FG_CHECK(!ctl_req_region_ok("CUB"));
+    FG_CHECK(!ctl_req_region_ok("C"));
+    FG_CHECK(!ctl_req_region_ok(""));
+}
+
+static void test_list_query(void)
+{
+    ctl_list_query q;
+    ctl_req_error e;
+    FG_CHECK_INT(ctl_req_list_query(NULL, &q, &e), FG_OK);
+    FG_CHECK_INT(q.sort, CTL_SORT_REGION);
+    FG_CHECK_INT(q.state, -1);
+    FG_CHECK_INT(ctl_req_list_query("sort=share&state=locked", &q, &e), FG_OK);
+    FG_CHECK_INT(q.sort, CTL_SORT_SHARE);
+    FG_CHECK_INT(q.state, 1);
+    FG_CHECK_INT(ctl_req_list_query("state=expired&sort=devices", &q, &e), FG_OK);
+    FG_CHECK_INT(q.sort, CTL_SORT_DEVICES);
+    FG_CHECK_INT(q.state, CTL_STATE_EXPIRED);
+    const char *const bad[] = {"sort=name", "sort=share&sort=region",
+                               "state=LOCKED", "limit=5", "sort", "sort=sh%61re",
+                               "&", "sort=share&&state=locked"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        e.code = NULL;
+        FG_CHECK_INT(ctl_req_list_query(bad[i], &q, &e), FG_EINVAL);
+        FG_CHECK_STR(e.code, "invalid_query");
+    }
+}
+
+static fg_status lock(const char *body, ctl_lock_req *lr, ctl_req_error *e)
+{
+    e->code = NULL;
+    return ctl_req_parse_lock(body, strlen(body), &LIM, lr, e);
+}
+
+static void test_lock_body_ok(void)
+{
+    ctl_lock_req lr;
+    ctl_req_error e;
+    FG_CHECK_INT(lock("{\"reason\":\"grey wave\"}", &lr, &e), FG_OK);
+    FG_CHECK_STR(lr.reason, "grey wave");
+    FG_CHECK_INT(lr.ttl_s, 600); /* the default */
+    FG_CHECK_INT(lr.scope, FG_SCOPE_GREY);
+    FG_CHECK(!lr.dry_run && !lr.has_message);
+    FG_CHECK_INT(lock("{\"ttl_s\":3600,\"scope\":\"all\",\"reason\":\"r\","
+                      "\"message\":\"Paused \\u00e9\",\"dry_run\":true}", &lr, &e),
+                 FG_OK);
+    FG_CHECK_INT(lr.ttl_s, 3600);
+    FG_CHECK_INT(lr.scope, FG_SCOPE_ALL);
+    FG_CHECK(lr.dry_run && lr.has_message);
+    FG_CHECK_STR(lr.message, "Paused \xc3\xa9");
+    /* null is absent. */
+    FG_CHECK_INT(lock("{\"reason\":\"r\",\"ttl_s\":null,\"scope\":null}", &lr, &e),
+                 FG_OK);
+    FG_CHECK_INT(lr.ttl_s, 600);
+    /* A body that is not NUL-terminated is read to its length only. */
+    const char buf[] = "{\"reason\":\"r\"}GARBAGE";
+    FG_CHECK_INT(ctl_req_parse_lock(buf, 14, &LIM, &lr, &e), FG_OK);
+}
+
+static void expect(const char *body, const char *code, const char *field)
+{
+    ctl_lock_req lr;
+    ctl_req_error e;
+    FG_CHECK_INT(lock(body, &lr, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, code);
+    FG_CHECK_STR(e.field, field);
+}
+
+static void test_lock_body_refused(void)
+{
+    expect("", "invalid_json", "");
+    expect("{", "invalid_json", "");
+    expect("{\"reason\":\"r\",}", "invalid_json", "");
+    expect("{\"reason\":\"r\"} {}", "invalid_json", "");
+    expect("[]", "not_an_object", "");
+    expect("\"reason\"", "not_an_object", "");
+    expect("{}", "missing_field", "reason");
+    expect("{\"ttl_s\":60}", "missing_field", "reason");
+    expect("{\"reason\":null}", "missing_field", "reason");
+    expect("{\"reason\":\"\"}", "invalid_value", "reason");
+    expect("{\"reason\":\"   \"}", "invalid_value", "reason");
+    expect("{\"reason\":\"a\\nb\"}", "invalid_value", "reason");
+    expect("{\"reason\":\"a\\u0000b\"}", "invalid_json", "");
+    expect("{\"reason\":7}", "wrong_type", "reason");
+    expect("{\"reason\":\"r\",\"reason\":\"s\"}", "invalid_json", "reason");
+    expect("{\"reason\":\"r\",\"ttl_s\":3601}", "out_of_range", "ttl_s");
+    expect("{\"reason\":\"r\",\"ttl_s\":0}", "out_of_range", "ttl_s");
+    expect("{\"reason\":\"r\",\"ttl_s\":-5}", "out_of_range", "ttl_s");
+    expect("{\"reason\":\"r\",\"ttl_s\":60.0}", "wrong_type", "ttl_s");
+    expect("{\"reason\":\"r\",\"ttl_s\":\"60\"}", "wrong_type", "ttl_s");
+    expect("{\"reason\":\"r\",\"ttl_s\":99999999999999999999}", "wrong_type",
+           "ttl_s");
+    expect("{\"reason\":\"r\",\"scope\":\"some\"}", "invalid_value", "scope");
+    expect("{\"reason\":\"r\",\"dry_run\":1}", "wrong_type", "dry_run");
+    expect("{\"reason\":\"r\",\"ttl\":60}", "unknown_field", "ttl");
+    expect("{\"reason\":\"r\",\"message\":\"\\u0007\"}", "invalid_value",
+           "message");
+    /* Invalid UTF-8. */
+    expect("{\"reason\":\"\xff\"}", "invalid_json", "");
+    /* Caps: 256 bytes of reason are fine, 257 are not. */
+    char body[700];
+    char r256[257];
+    memset(r256, 'r', 256);
+    r256[256] = '\0';
+    ctl_lock_req lr;
+    ctl_req_error e;
+    snprintf(body, sizeof(body), "{\"reason\":\"%s\"}", r256);
+    FG_CHECK_INT(lock(body, &lr, &e), FG_OK);
+    snprintf(body, sizeof(body), "{\"reason\":\"%sx\"}", r256);
+    expect(body, "too_long", "reason");
+    /* A raw NUL byte in the body. */
+    const char nul[] = "{\"reason\":\"r\"}\0";
+    FG_CHECK_INT(ctl_req_parse_lock(nul, sizeof(nul) - 1, &LIM, &lr, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.code, "invalid_json");
+}
+
+static void test_unlock_body(void)
+{
+    ctl_unlock_req ur;
+    ctl_req_error e;
+    const char *b = "{\"reason\":\"all clear\",\"pin_s\":3600}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_OK);
+    FG_CHECK_STR(ur.reason, "all clear");
+    FG_CHECK_INT(ur.pin_s, 3600);
+    b = "{\"reason\":\"ok\"}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_OK);
+    FG_CHECK_INT(ur.pin_s, 0);
+    b = "{\"pin_s\":60}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "missing_field");
+    FG_CHECK_STR(e.field, "reason");
+    b = "{\"reason\":\"x\",\"pin_s\":86401}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "out_of_range");
+    FG_CHECK_STR(e.field, "pin_s");
+    b = "{\"reason\":\"x\",\"ttl_s\":5}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "unknown_field");
+    b = "not json";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "invalid_json");
+}
+
+FG_TEST_MAIN(test_routes, test_list_query, test_lock_body_ok,
+             test_lock_body_refused, test_unlock_body)
