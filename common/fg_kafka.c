@@ -136,3 +136,46 @@ void fg_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
            "librdkafka", "client=%s fac=%s text=%s", rd_kafka_name(rk), fac,
            fg_log_quote(buf, q, sizeof(q)));
 }
+
+void fg_kafka_create_topics(rd_kafka_t *rk, rd_kafka_queue_t *q,
+                            const fg_kafka_topic_spec *specs, size_t n)
+{
+    rd_kafka_NewTopic_t *nt[16];
+    char err[256];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < sizeof(nt) / sizeof(nt[0]); i++) {
+        rd_kafka_NewTopic_t *t = rd_kafka_NewTopic_new(
+            specs[i].name, specs[i].partitions, -1, err, sizeof(err));
+        if (!t) {
+            fg_log_warn("topic_create_failed", "topic=%s err=%s",
+                        specs[i].name, err);
+            continue;
+        }
+        if (specs[i].compact)
+            rd_kafka_NewTopic_set_config(t, "cleanup.policy", "compact");
+        nt[k++] = t;
+    }
+    if (k)
+        rd_kafka_CreateTopics(rk, nt, k, NULL, q);
+    for (size_t i = 0; i < k; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+}
+
+void fg_kafka_log_topics_created(rd_kafka_event_t *ev)
+{
+    const rd_kafka_CreateTopics_result_t *res =
+        rd_kafka_event_CreateTopics_result(ev);
+    size_t n = 0;
+    const rd_kafka_topic_result_t **tr =
+        res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(tr[i]);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            fg_log_info("topic_created", "topic=%s",
+                        rd_kafka_topic_result_name(tr[i]));
+        else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+            fg_log_warn("topic_create_failed", "topic=%s err=%s",
+                        rd_kafka_topic_result_name(tr[i]),
+                        rd_kafka_err2name(err));
+    }
+}

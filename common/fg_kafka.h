@@ -37,6 +37,25 @@ void fg_kafka_pump_run(fg_kafka_pump *pump);
  * NULL is a no-op. @thread the loop's */
 void fg_kafka_pump_free(fg_kafka_pump *pump);
 
+/* A topic to create when missing: name, partitions (replication factor is
+ * the broker's default), and whether it is compacted. */
+typedef struct fg_kafka_topic_spec {
+    const char *name;
+    int partitions;
+    int compact;
+} fg_kafka_topic_spec;
+
+/* Asks the cluster, through rk's Admin API, to create the n topics that are
+ * missing. Nothing blocks: the answer arrives on q as a
+ * RD_KAFKA_EVENT_CREATETOPICS_RESULT, to be handed to
+ * fg_kafka_log_topics_created. specs borrowed. @thread any */
+void fg_kafka_create_topics(rd_kafka_t *rk, rd_kafka_queue_t *q,
+                            const fg_kafka_topic_spec *specs, size_t n);
+
+/* Logs a CreateTopics result: created topics at info, failures other than
+ * TOPIC_ALREADY_EXISTS (the normal answer) at warn. */
+void fg_kafka_log_topics_created(rd_kafka_event_t *ev);
+
 /* A librdkafka log callback (rd_kafka_conf_set_log_cb) that writes through
  * fg_log: syslog levels 0-3 as error, 4-5 as warn, the rest as debug.
  * @thread any (librdkafka's threads call it) */

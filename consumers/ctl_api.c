@@ -557,24 +557,9 @@ static void on_producer_event(void *ud, rd_kafka_event_t *ev)
                     rd_kafka_err2name(rd_kafka_event_error(ev)),
                     rd_kafka_event_error_is_fatal(ev));
         break;
-    case RD_KAFKA_EVENT_CREATETOPICS_RESULT: {
-        const rd_kafka_CreateTopics_result_t *res =
-            rd_kafka_event_CreateTopics_result(ev);
-        size_t n = 0;
-        const rd_kafka_topic_result_t **tr =
-            res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-        for (size_t i = 0; i < n; i++) {
-            rd_kafka_resp_err_t err = rd_kafka_topic_result_error(tr[i]);
-            if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-                fg_log_info("topic_created", "topic=%s",
-                            rd_kafka_topic_result_name(tr[i]));
-            else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-                fg_log_warn("topic_create_failed", "topic=%s err=%s",
-                            rd_kafka_topic_result_name(tr[i]),
-                            rd_kafka_err2name(err));
-        }
+    case RD_KAFKA_EVENT_CREATETOPICS_RESULT:
+        fg_kafka_log_topics_created(ev);
         break;
-    }
     default:
         break;
     }
@@ -986,25 +971,12 @@ static int start_scores(ctl_api *api, char *errbuf, size_t errlen)
  * on the producer's queue). */
 static void ensure_topics(ctl_api *api)
 {
-    const char *names[3] = {api->cfg->locks_topic, api->cfg->scores_topic,
-                            api->cfg->audit_topic};
-    const int parts[3] = {1, 3, 3};
-    rd_kafka_NewTopic_t *nt[3];
-    char err[256];
-    size_t n = 0;
-    for (size_t i = 0; i < 3; i++) {
-        rd_kafka_NewTopic_t *t =
-            rd_kafka_NewTopic_new(names[i], parts[i], -1, err, sizeof(err));
-        if (!t)
-            continue;
-        if (i < 2)
-            rd_kafka_NewTopic_set_config(t, "cleanup.policy", "compact");
-        nt[n++] = t;
-    }
-    if (n)
-        rd_kafka_CreateTopics(api->p, nt, n, NULL, api->pq);
-    for (size_t i = 0; i < n; i++)
-        rd_kafka_NewTopic_destroy(nt[i]);
+    const fg_kafka_topic_spec specs[] = {
+        {api->cfg->locks_topic, 1, 1},
+        {api->cfg->scores_topic, 3, 1},
+        {api->cfg->audit_topic, 3, 0},
+    };
+    fg_kafka_create_topics(api->p, api->pq, specs, 3);
 }
 
 ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,

@@ -63,53 +63,22 @@ static void on_lock_record(void *ud, const char *region, const fg_lock *lk)
 
 /* ---- publishing ---- */
 
-static void on_topics_created(rd_kafka_event_t *kev)
-{
-    const rd_kafka_CreateTopics_result_t *res =
-        rd_kafka_event_CreateTopics_result(kev);
-    size_t n = 0;
-    const rd_kafka_topic_result_t **tr =
-        res ? rd_kafka_CreateTopics_result_topics(res, &n) : NULL;
-    for (size_t i = 0; i < n; i++) {
-        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(tr[i]);
-        if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            fg_log_info("topic_created", "topic=%s cleanup.policy=compact",
-                        rd_kafka_topic_result_name(tr[i]));
-        else if (err != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
-            fg_log_warn("topic_create_failed", "topic=%s err=%s",
-                        rd_kafka_topic_result_name(tr[i]),
-                        rd_kafka_err2name(err));
-    }
-}
-
-/* Creates the compacted lock and score topics when they are missing
- * (TOPIC_ALREADY_EXISTS is the normal answer); the result comes back on the
- * loop like any other event. */
+/* Creates the compacted lock and score topics when they are missing; the
+ * answer comes back on the loop like any other event. */
 static void ensure_topics(sc_eval *ev)
 {
-    const char *names[2] = {ev->cfg->locks_topic, ev->cfg->scores_topic};
-    rd_kafka_NewTopic_t *nt[2];
-    char err[256];
-    size_t n = 0;
-    for (size_t i = 0; i < 2; i++) {
-        rd_kafka_NewTopic_t *t =
-            rd_kafka_NewTopic_new(names[i], i == 0 ? 1 : 3, -1, err, sizeof(err));
-        if (!t)
-            continue;
-        rd_kafka_NewTopic_set_config(t, "cleanup.policy", "compact");
-        nt[n++] = t;
-    }
-    if (n)
-        rd_kafka_CreateTopics(ev->p, nt, n, NULL, ev->q);
-    for (size_t i = 0; i < n; i++)
-        rd_kafka_NewTopic_destroy(nt[i]);
+    const fg_kafka_topic_spec specs[] = {
+        {ev->cfg->locks_topic, 1, 1},
+        {ev->cfg->scores_topic, 3, 1},
+    };
+    fg_kafka_create_topics(ev->p, ev->q, specs, 2);
 }
 
 static void on_kafka_event(void *ud, rd_kafka_event_t *kev)
 {
     sc_eval *ev = ud;
     if (rd_kafka_event_type(kev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT) {
-        on_topics_created(kev);
+        fg_kafka_log_topics_created(kev);
         return;
     }
     if (rd_kafka_event_type(kev) != RD_KAFKA_EVENT_DR)
