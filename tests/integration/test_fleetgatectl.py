@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: Apache-2.0
+"""fleetgatectl (issue 4) as an operator uses it against a real
+fleetgate-control (the Control starter of test_control.py, per-test topics):
+the regions table and --json, a dry-run lock that changes nothing, lock then
+unlock with a pin, unlock-all as admin, watch frames and Ctrl-C, and the exit
+codes: 2 for usage errors (a --token flag above all), 3 for a missing or
+weak token, 4 for what the server does not know."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import fgtest
+from test_control import TOKENS, Control, Topics, now_ms, publish_scores
+from test_scorer_decisions import lock_records
+
+CLEAR = "\033[H\033[2J"
+
+
+def ctl_exe():
+    return fgtest.build_path("fleetgatectl")
+
+
+def run_ctl(args, actor=None, url=None, env_extra=None, timeout=30):
+    """Runs fleetgatectl with a clean environment (HOME without a token
+    file); actor's token goes in FLEETGATE_TOKEN. Returns (rc, out, err)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGATE_")}
+    env["HOME"] = run_ctl.home
+    if actor:
+        env["FLEETGATE_TOKEN"] = TOKENS[actor][1]
+    if url:
+        env["FLEETGATE_URL"] = url
+    env.update(env_extra or {})
+    p = subprocess.run([ctl_exe()] + args, env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+run_ctl.home = tempfile.mkdtemp(prefix="fg-ctl-home-")
+
+
+def table_rows(out):
+    """The table's lines split into cells, header first."""
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines and lines[0].startswith("REGION"), out
+    return [re.split(r"\s{2,}", ln.strip()) for ln in lines]
+
+
+def region_locks(topic, region):
+    return [lk for _, lk in lock_records(topic) if lk.get("region") == region]
+
+
+def test_usage_errors_need_no_server():
+    """Usage errors exit 2 before any network traffic (the URL points at a
+    closed port, which would give 1); a token in argv is refused with why."""
+    dead = f"http://127.0.0.1:{fgtest.free_port()}"
+    rc, out, err = run_ctl(["--help"])
+    assert rc == 0 and "Exit codes" in out and "--token-file" in out, out
+    for args in (["regions", "--token", "secret-token"],
+                 ["--token=secret-token", "regions"]):
+        rc, out, err = run_ctl(args, url=dead)
+        assert rc == 2, (args, rc, err)
+        assert "refusing a token on the command line" in err, err
+        assert "FLEETGATE_TOKEN" in err and "secret-token" not in err + out, err
+    bad = [
+        [],
+        ["frobnicate"],
+        ["lock", "CU"],                            # no --reason
+        ["lock", "CU", "--reason", "r", "--ttl", "soon"],
+        ["lock", "CU", "--reason", "r", "--scope", "most"],
+        ["unlock"],                                # no region
+        ["regions", "--sort", "name"],
+        ["regions", "--pin", "1h"],                # option of another command
+        ["region", "CU", "DE"],
+        ["region", "../admin"],
+        ["watch", "--count", "0"],
+        ["policy", "CU"],
+        ["policy", "CU", "novalue"],
+        ["regions", "--url", "https://127.0.0.1:8081"],
+    ]
+    for args in bad:
+        rc, out, err = run_ctl(args, actor="alice", url=dead)
+        assert rc == 2, (args, rc, out, err)
+        assert err.strip(), args
+    # A remote host is refused unless --allow-remote (then it is a network
+    # error: nothing listens on TEST-NET-1, and the connect times out).
+    rc, _, err = run_ctl(["regions", "--url", "http://192.0.2.1:8081"], actor="vic")
+    assert rc == 2 and "--allow-remote" in err, err
+    rc, _, err = run_ctl(["regions", "--url", "http://192.0.2.1:8081",
+                          "--allow-remote", "--timeout", "300ms"], actor="vic")
+    assert rc == 1, (rc, err)
+    rc, _, err = run_ctl(["regions"], actor="vic", url=dead)
+    assert rc == 1 and "connect" in err, err
+
+
+def test_operator_session():
+    topics = Topics()
+    with Control(topics) as ctl:
+        url = f"http://127.0.0.1:{ctl.port}"
+        publish_scores(topics, [("CU", 200, 190), ("US", 500, 10), ("DE", 100, 60)])
+        fgtest.wait_until(lambda: ctl.call("GET", "/v1/regions", "vic")[2]["count"] == 3,
+                          what="three score rows in the table")
+
+        # The table: header, aligned columns, sorted by share.
+        rc, out, err = run_ctl(["regions", "--sort", "share"], "vic", url)
+        assert rc == 0, (rc, err)
+        rows = table_rows(out)
+        assert rows[0] == ["REGION", "STATE", "DEVICES", "GREY", "LO-HI", "UNTIL",
+                           "MODE"], rows[0]
+        assert [r[0] for r in rows[1:]] == ["CU", "DE", "US"], out
+        assert rows[1] == ["CU", "unlocked", "200", "95.0% (190)", "85.0-100.0%", "-",
+                           "auto"], rows[1]
+        lines = out.splitlines()
+        col = lines[0].index("DEVICES") + len("DEVICES")
+        assert all(ln[col - 1].isdigit() for ln in lines[1:]), out  # right-aligned
+        # --json: the server's answer as is.
+        rc, out, err = run_ctl(["--json", "regions", "--sort", "devices"], "vic", url)
+        assert rc == 0, err
+        body = json.loads(out)
+        assert [r["region"] for r in body["regions"]] == ["US", "CU", "DE"], body
+        rc, out, _ = run_ctl(["region", "CU"], "vic", url)
+        assert rc == 0 and re.search(r"^devices\s+200$", out, re.M), out
+
+        # Not found: an unknown region, and a route this server may lack
+        # (approve of an unknown request is 404 either way).
+        rc, out, err = run_ctl(["region", "XX"], "vic", url)
+        assert rc == 4 and "unknown_region" in err, (rc, err)
+        rc, out, err = run_ctl(["approve", "req-0000000000000000"], "root", url)
+        assert rc == 4 and "404" in err, (rc, err)
+
+        # Unauthorized and forbidden: 3, and nothing written.
+        rc, _, err = run_ctl(["lock", "CU", "--reason", "test"], None, url)
+        assert rc == 3 and "401" in err and "FLEETGATE_TOKEN" in err, (rc, err)
+        rc, _, err = run_ctl(["lock", "CU", "--reason", "test"], "vic", url)
+        assert rc == 3 and "403" in err and "forbidden" in err, (rc, err)
+        rc, _, err = run_ctl(["regions"], None, url,
+                             {"FLEETGATE_TOKEN": "wrong-" + TOKENS["vic"][1]})
+        assert rc == 3, (rc, err)
+
+        # A dry run says what it would do and changes nothing.
+        rc, out, err = run_ctl(["lock", "CU", "--reason", "INC-42", "--ttl", "10m",
+                                "--dry-run"], "alice", url)
+        assert rc == 0, (rc, err)
+        assert "dry run" in out and "190 devices" in out and "nothing changed" in out, out
+        rc, out, _ = run_ctl(["--json", "lock", "CU", "--reason", "INC-42",
+                              "--dry-run"], "alice", url)
+        assert rc == 0 and json.loads(out)["would_write"]["state"] == "locked", out
+        time.sleep(0.3)
+        assert region_locks(topics.locks, "CU") == []
+        assert ctl.call("GET", "/v1/regions/CU", "vic")[2]["state"] == "unlocked"
+
+        # Lock: on the topic, in the table with a countdown.
+        rc, out, err = run_ctl(["lock", "CU", "--reason", "INC-42", "--ttl", "10m",
+                                "--scope", "grey", "--message", "Paused in CU."],
+                               "alice", url)
+        assert rc == 0, (rc, err)
+        assert out.startswith("locked CU (scope grey) for 10m00s") or \
+            out.startswith("locked CU (scope grey) for 9m5"), out
+        assert "audited yes" in out, out
+        recs = region_locks(topics.locks, "CU")
+        assert len(recs) == 1 and recs[0]["state"] == "locked", recs
+        assert recs[0]["actor"] == "alice" and recs[0]["reason"] == "INC-42", recs
+        assert recs[0]["message"] == "Paused in CU.", recs
+        assert recs[0]["until"] - recs[0]["since"] == 600 * 1000, recs
+        rc, out, _ = run_ctl(["regions", "--state", "locked"], "vic", url)
+        rows = table_rows(out)
+        assert len(rows) == 2 and rows[1][:2] == ["CU", "locked"], out
+        assert re.fullmatch(r"(10m00s|9m[0-5]\ds)", rows[1][5]), rows[1]
+
+        # Unlock with a pin.
+        rc, out, err = run_ctl(["unlock", "CU", "--reason", "false alarm",
+                                "--pin", "1h"], "alice", url)
+        assert rc == 0 and out.startswith("unlocked CU, pinned for"), (rc, out, err)
+        last = region_locks(topics.locks, "CU")[-1]
+        assert last["state"] == "unlocked" and last["reason"] == "false alarm", last
+        assert abs(last["pin_until"] - (now_ms() + 3600 * 1000)) < 60000, last
+        rc, out, _ = run_ctl(["--json", "region", "CU"], "vic", url)
+        assert rc == 0 and json.loads(out)["state"] == "unlocked", out
+
+        # unlock-all: admin only; the admin's token from a file.
+        for region in ("CU", "US"):
+            rc, _, err = run_ctl(["lock", region, "--reason", "wave"], "alice", url)
+            assert rc == 0, err
+        rc, _, err = run_ctl(["unlock-all", "--reason", "rollback"], "alice", url)
+        assert rc == 3 and "needs role admin" in err, (rc, err)
+        tokfile = os.path.join(run_ctl.home, "admin-token")
+        with open(tokfile, "w") as f:
+            f.write(TOKENS["root"][1] + "\n")
+        os.chmod(tokfile, 0o600)
+        rc, out, err = run_ctl(["unlock-all", "--reason", "rollback", "--pin", "30m",
+                                "--token-file", tokfile], None, url)
+        assert rc == 0, (rc, err)
+        assert out.startswith("unlocked 2 regions: ") and \
+            sorted(out.splitlines()[0].split(": ")[1].split()) == ["CU", "US"], out
+        for region in ("CU", "US"):
+            last = region_locks(topics.locks, region)[-1]
+            assert last["state"] == "unlocked" and last["actor"] == "root", last
+        # A bad request body is the server's refusal: 1.
+        rc, _, err = run_ctl(["lock", "cu", "--reason", "r"], "alice", url)
+        assert rc == 1 and "invalid_region" in err, (rc, err)
+
+        # watch: two frames, each cleared and redrawn.
+        rc, out, err = run_ctl(["watch", "--count", "2", "--interval", "200ms"],
+                               "vic", url)
+        assert rc == 0, (rc, err)
+        assert out.count(CLEAR) == 2, out
+        frames = out.split(CLEAR)[1:]
+        for frame in frames:
+            assert "fleetgate regions" in frame, frame
+            assert [r[0] for r in table_rows(frame.split("\n", 2)[2])[1:]] == \
+                ["CU", "DE", "US"], frame
+        # ... and stops on Ctrl-C.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGATE_")}
+        env.update({"HOME": run_ctl.home, "FLEETGATE_TOKEN": TOKENS["vic"][1],
+                    "FLEETGATE_URL": url})
+        p = subprocess.Popen([ctl_exe(), "watch", "--interval", "300ms"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=5)
+        assert p.returncode == 0, (p.returncode, err)
+        assert out.decode().count(CLEAR) >= 2, out
+        # A viewer token that goes bad stops watch with 3.
+        rc, _, err = run_ctl(["watch", "--count", "3"], None, url)
+        assert rc == 3, (rc, err)
+
+
+if __name__ == "__main__":
+    fgtest.run()
