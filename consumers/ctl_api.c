@@ -24,6 +24,21 @@
 #include "fg_log.h"
 
 #define REQ_ID_MAX 24 /* "req-" + 16 hex digits */
+/* Pending two-person requests kept at once (expired and approved ones are
+ * reused first); more gets 503. */
+#define CTL_PENDING_MAX 64
+
+/* A lock over the blast radius, waiting for a second admin. */
+typedef struct ctl_pending {
+    int used;     /* the slot holds a request */
+    int approved; /* already approved (or being executed) */
+    char id[REQ_ID_MAX + 1];
+    char region[FG_REGION_MAX + 1];
+    char actor[FG_LOCK_ACTOR_MAX + 1];
+    int64_t created, expires; /* ms */
+    int64_t estimate;
+    ctl_lock_req lr;
+} ctl_pending;
 
 typedef struct ctl_action ctl_action;
 
@@ -36,7 +51,8 @@ struct ctl_api {
     fg_http_conn_budget budget;
     int port;
     rd_kafka_t *p;
-    rd_kafka_topic_t *locks_rkt, *audit_rkt;
+    rd_kafka_topic_t *locks_rkt, *audit_rkt, *policies_rkt;
+    ctl_pending pending[CTL_PENDING_MAX];
     rd_kafka_queue_t *pq;
     fg_kafka_pump *ppump;
     fg_lockfeed *feed;
@@ -73,6 +89,13 @@ struct ctl_action {
     unsigned char *stored; /* n flags: the broker acknowledged after[i] */
     size_t waiting;        /* delivery reports still to come */
     int audit_ok;
+    /* approve: the pending request and who asked for it */
+    char approves[REQ_ID_MAX + 1];
+    char requested_by[FG_LOCK_ACTOR_MAX + 1];
+    /* policy: the validated policy and its JSON (malloc'd) */
+    sc_policy policy;
+    char *policy_json;
+    size_t policy_len;
 };
 
 /* Delivery-report opaque: which action, and which of its messages. */
@@ -239,6 +262,7 @@ static void action_free(ctl_action *a)
     free(a->had);
     free(a->after);
     free(a->stored);
+    free(a->policy_json);
     free(a);
 }
 
@@ -355,17 +379,30 @@ static void action_respond(ctl_action *a)
             yajl_gen_array_close(g);
         } else {
             ctl_json_str(g, "region", a->regions[0]);
-            if (a->route == CTL_ROUTE_LOCK) {
+            if (a->route == CTL_ROUTE_APPROVE) {
+                ctl_json_str(g, "approves", a->approves);
+                ctl_json_str(g, "requested_by", a->requested_by);
+            }
+            if (a->route == CTL_ROUTE_LOCK && a->dry_run)
+                ctl_json_bool(g, "needs_approval",
+                              a->estimate > api->cfg->two_person_devices);
+            if (a->route == CTL_ROUTE_LOCK || a->route == CTL_ROUTE_APPROVE) {
                 ctl_json_str(g, "scope", fg_lock_scope_str(a->scope));
                 if (a->estimate >= 0)
                     ctl_json_int(g, "estimated_devices", a->estimate);
                 else
                     ctl_json_null(g, "estimated_devices");
             }
-            ctl_json_key(g, "before");
-            ctl_lock_json(g, a->had[0] ? &a->before[0] : NULL);
-            ctl_json_key(g, a->dry_run ? "would_write" : "record");
-            ctl_lock_json(g, &a->after[0]);
+            if (a->route == CTL_ROUTE_POLICY) {
+                ctl_json_str(g, "topic", api->cfg->policies_topic);
+                ctl_json_key(g, "policy");
+                ctl_policy_json(g, &a->policy);
+            } else {
+                ctl_json_key(g, "before");
+                ctl_lock_json(g, a->had[0] ? &a->before[0] : NULL);
+                ctl_json_key(g, a->dry_run ? "would_write" : "record");
+                ctl_lock_json(g, &a->after[0]);
+            }
         }
         ctl_json_bool(g, "audited", a->audit_ok);
         yajl_gen_map_close(g);
@@ -388,7 +425,7 @@ static int action_audit(ctl_action *a)
     const fg_lock **after = calloc(k, sizeof(*after));
     const char **regions = calloc(k, sizeof(*regions));
     ctl_dr *dr = malloc(sizeof(*dr));
-    for (size_t i = 0; i < a->n; i++) {
+    for (size_t i = 0; i < a->n && a->route != CTL_ROUTE_POLICY; i++) {
         if (!a->stored[i])
             continue;
         /* Read-your-writes, unless the feed already holds a newer record
@@ -435,6 +472,14 @@ static int action_audit(ctl_action *a)
     au.before = before;
     au.after = after;
     au.multi = a->route == CTL_ROUTE_UNLOCK_ALL;
+    if (a->route == CTL_ROUTE_POLICY) {
+        au.n = 0; /* no lock records: the policy itself */
+        au.policy = &a->policy;
+    }
+    if (a->route == CTL_ROUTE_APPROVE) {
+        au.approves = a->approves;
+        au.requested_by = a->requested_by;
+    }
     dr->a = a;
     dr->idx = (size_t)-1;
     rc = produce_audit(api, &au, dr);
@@ -479,10 +524,22 @@ static void action_start(ctl_api *api, ctl_action *a)
     a->waiting = a->n;
     for (size_t i = 0; i < a->n; i++) {
         char rec[FG_LOCK_RECORD_MAX];
-        size_t len = fg_lock_encode(&a->after[i], rec, sizeof(rec));
+        size_t len = a->route == CTL_ROUTE_POLICY
+                         ? 0
+                         : fg_lock_encode(&a->after[i], rec, sizeof(rec));
         ctl_dr *dr = malloc(sizeof(*dr));
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FAIL;
-        if (dr && len) {
+        if (dr && a->route == CTL_ROUTE_POLICY) {
+            dr->a = a;
+            dr->idx = i;
+            err = rd_kafka_producev(
+                api->p, RD_KAFKA_V_RKT(api->policies_rkt),
+                RD_KAFKA_V_KEY(a->regions[i], strlen(a->regions[i])),
+                RD_KAFKA_V_VALUE(a->policy_json, a->policy_len),
+                RD_KAFKA_V_HEADER("content-type", "application/json", -1),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(dr),
+                RD_KAFKA_V_END);
+        } else if (dr && len) {
             dr->a = a;
             dr->idx = i;
             err = rd_kafka_producev(
@@ -642,6 +699,134 @@ static void refuse_invalid(ctl_api *api, fg_http_req *req, ctl_route route,
                   req_id, NULL);
 }
 
+/* Fills a's lock record of region from lr; lk_actor and lk_id go into the
+ * record (the requester and the request that asked for it). */
+static void lock_fill(ctl_api *api, ctl_action *a, const char *region,
+                      const ctl_lock_req *lr, const char *lk_actor,
+                      const char *lk_id, int64_t now)
+{
+    const ctl_region *r = ctl_state_get(api->state, region);
+    snprintf(a->regions[0], sizeof(a->regions[0]), "%.*s", FG_REGION_MAX, region);
+    snprintf(a->reason, sizeof(a->reason), "%s", lr->reason);
+    if (r && r->has_lock) {
+        a->before[0] = r->lock;
+        a->had[0] = 1;
+    }
+    a->dry_run = lr->dry_run;
+    a->ttl_s = lr->ttl_s;
+    a->scope = lr->scope;
+    a->has_scope = 1;
+    a->estimate = ctl_region_estimate(r, lr->scope);
+    fg_lock *lk = &a->after[0];
+    snprintf(lk->region, sizeof(lk->region), "%.*s", FG_REGION_MAX, region);
+    lk->state = FG_LOCK_LOCKED;
+    lk->scope = lr->scope;
+    lk->source = FG_SOURCE_OPS;
+    snprintf(lk->reason, sizeof(lk->reason), "%s", lr->reason);
+    snprintf(lk->message, sizeof(lk->message), "%s",
+             lr->has_message ? lr->message : api->cfg->default_message);
+    snprintf(lk->actor, sizeof(lk->actor), "%s", lk_actor);
+    snprintf(lk->id, sizeof(lk->id), "%s", lk_id);
+    lk->since = now;
+    lk->until = now + lr->ttl_s * 1000;
+    if (r && r->has_score) {
+        lk->devices = r->score.devices;
+        lk->has |= FG_LOCK_HAS_DEVICES;
+    }
+}
+
+/* A free pending slot: unused, else the oldest expired or approved one;
+ * NULL when every slot holds a live request. */
+static ctl_pending *pending_slot(ctl_api *api, int64_t now)
+{
+    ctl_pending *best = NULL;
+    for (size_t i = 0; i < CTL_PENDING_MAX; i++) {
+        ctl_pending *pr = &api->pending[i];
+        if (!pr->used)
+            return pr;
+        if ((pr->approved || now >= pr->expires) &&
+            (!best || pr->created < best->created))
+            best = pr;
+    }
+    return best;
+}
+
+static ctl_pending *pending_find(ctl_api *api, const char *id)
+{
+    for (size_t i = 0; i < CTL_PENDING_MAX; i++)
+        if (api->pending[i].used && strcmp(api->pending[i].id, id) == 0)
+            return &api->pending[i];
+    return NULL;
+}
+
+/* Over the blast radius: keep the request for a second admin, audit it,
+ * answer 202. */
+static void lock_pending(ctl_api *api, fg_http_req *req, const char *region,
+                         const ctl_principal *who, const char *req_id,
+                         const ctl_lock_req *lr, int64_t estimate)
+{
+    int64_t now = now_ms();
+    ctl_pending *pr = pending_slot(api, now);
+    if (!pr) {
+        respond_error(api, req, CTL_ROUTE_LOCK, 503, "too_many_pending", NULL,
+                      "too many lock requests wait for approval",
+                      req_id, "Retry-After: 60\r\n");
+        return;
+    }
+    memset(pr, 0, sizeof(*pr));
+    pr->used = 1;
+    snprintf(pr->id, sizeof(pr->id), "%s", req_id);
+    snprintf(pr->region, sizeof(pr->region), "%.*s", FG_REGION_MAX, region);
+    snprintf(pr->actor, sizeof(pr->actor), "%s", who->actor);
+    pr->created = now;
+    pr->expires = now + api->cfg->request_ttl_ms;
+    pr->estimate = estimate;
+    pr->lr = *lr;
+    char detail[160];
+    snprintf(detail, sizeof(detail), "estimated %lld devices, over %lld: "
+             "another admin must approve before %lld", (long long)estimate,
+             (long long)api->cfg->two_person_devices, (long long)pr->expires);
+    ctl_audit au;
+    memset(&au, 0, sizeof(au));
+    au.ts = now;
+    au.request_id = req_id;
+    au.instance = api->cfg->ctl_id;
+    au.actor = who->actor;
+    au.role = ctl_role_str(who->role);
+    au.action = ctl_route_str(CTL_ROUTE_LOCK);
+    au.target = pr->region;
+    au.reason = lr->reason;
+    au.outcome = "pending";
+    au.detail = detail;
+    au.source = fg_http_req_peer(req);
+    au.status = 202;
+    au.scope = fg_lock_scope_str(lr->scope);
+    au.ttl_s = lr->ttl_s;
+    au.pin_s = -1;
+    au.estimated_devices = estimate;
+    (void)produce_audit(api, &au, NULL); /* counted and logged on failure */
+    fg_log_info("lock_pending", "request_id=%s actor=%s region=%s "
+                "estimate=%lld", req_id, who->actor, pr->region,
+                (long long)estimate);
+    yajl_gen g = gen_new();
+    if (g) {
+        yajl_gen_map_open(g);
+        ctl_json_str(g, "request_id", req_id);
+        ctl_json_str(g, "status", "pending");
+        ctl_json_str(g, "action", "lock");
+        ctl_json_str(g, "region", pr->region);
+        ctl_json_int(g, "estimated_devices", estimate);
+        ctl_json_int(g, "threshold", api->cfg->two_person_devices);
+        ctl_json_int(g, "expires_at", pr->expires);
+        ctl_json_str(g, "approve", "POST /v1/requests/{request_id}/approve "
+                     "by another admin");
+        yajl_gen_map_close(g);
+    }
+    respond_gen(api, req, CTL_ROUTE_LOCK, 202, g, req_id, NULL);
+    if (g)
+        yajl_gen_free(g);
+}
+
 static void handle_lock(ctl_api *api, fg_http_req *req, const char *region,
                         const ctl_principal *who, const char *req_id)
 {
@@ -654,41 +839,133 @@ static void handle_lock(ctl_api *api, fg_http_req *req, const char *region,
                        req_id);
         return;
     }
+    /* Two-person rule: an unknown estimate (no score yet) is not over it. */
+    int64_t estimate =
+        ctl_region_estimate(ctl_state_get(api->state, region), lr.scope);
+    if (!lr.dry_run && estimate > api->cfg->two_person_devices) {
+        lock_pending(api, req, region, who, req_id, &lr, estimate);
+        return;
+    }
     ctl_action *a = action_new(api, req, CTL_ROUTE_LOCK, req_id, who, 1);
     if (!a) {
         respond_error(api, req, CTL_ROUTE_LOCK, 500, "no_memory", NULL, NULL,
                       req_id, NULL);
         return;
     }
-    const ctl_region *r = ctl_state_get(api->state, region);
+    lock_fill(api, a, region, &lr, who->actor, req_id, now_ms());
+    action_start(api, a);
+}
+
+/* POST /v1/requests/{id}/approve: a different admin executes a pending
+ * lock. The record carries the requester as actor and the pending id. */
+static void handle_approve(ctl_api *api, fg_http_req *req, const char *id,
+                           const ctl_principal *who, const char *req_id)
+{
     int64_t now = now_ms();
-    snprintf(a->regions[0], sizeof(a->regions[0]), "%.*s", FG_REGION_MAX, region);
-    snprintf(a->reason, sizeof(a->reason), "%s", lr.reason);
-    if (r && r->has_lock) {
-        a->before[0] = r->lock;
-        a->had[0] = 1;
+    ctl_pending *pr = pending_find(api, id);
+    ctl_req_error err;
+    int status = 0;
+    const char *outcome = "invalid";
+    memset(&err, 0, sizeof(err));
+    if (!pr) {
+        status = 404;
+        err.code = "unknown_request";
+        snprintf(err.detail, sizeof(err.detail), "no pending request %s", id);
+    } else if (pr->approved) {
+        status = 409;
+        err.code = "already_approved";
+        snprintf(err.detail, sizeof(err.detail), "%s was approved already",
+                 pr->id);
+    } else if (now >= pr->expires) {
+        status = 410;
+        outcome = "expired";
+        err.code = "expired";
+        snprintf(err.detail, sizeof(err.detail), "%s expired unapproved; "
+                 "ask again", pr->id);
+    } else if (strcmp(pr->actor, who->actor) == 0) {
+        status = 403;
+        outcome = "denied";
+        err.code = "same_actor";
+        snprintf(err.detail, sizeof(err.detail), "%.64s asked for %.24s; "
+                 "a different admin must approve", pr->actor, pr->id);
     }
-    a->dry_run = lr.dry_run;
-    a->ttl_s = lr.ttl_s;
-    a->scope = lr.scope;
-    a->has_scope = 1;
-    a->estimate = ctl_region_estimate(r, lr.scope);
-    fg_lock *lk = &a->after[0];
-    snprintf(lk->region, sizeof(lk->region), "%.*s", FG_REGION_MAX, region);
-    lk->state = FG_LOCK_LOCKED;
-    lk->scope = lr.scope;
-    lk->source = FG_SOURCE_OPS;
-    snprintf(lk->reason, sizeof(lk->reason), "%s", lr.reason);
-    snprintf(lk->message, sizeof(lk->message), "%s",
-             lr.has_message ? lr.message : api->cfg->default_message);
-    snprintf(lk->actor, sizeof(lk->actor), "%s", who->actor);
-    snprintf(lk->id, sizeof(lk->id), "%s", req_id);
-    lk->since = now;
-    lk->until = now + lr.ttl_s * 1000;
-    if (r && r->has_score) {
-        lk->devices = r->score.devices;
-        lk->has |= FG_LOCK_HAS_DEVICES;
+    if (status) {
+        if (status == 403)
+            fg_counter_add(api->c_denied_403, 1);
+        else
+            fg_counter_add(api->c_invalid, 1);
+        audit_refusal(api, req_id, CTL_ROUTE_APPROVE, who, id, outcome, status,
+                      err.code, err.detail, fg_http_req_peer(req));
+        respond_error(api, req, CTL_ROUTE_APPROVE, status, err.code, NULL,
+                      err.detail, req_id, NULL);
+        return;
     }
+    ctl_action *a = action_new(api, req, CTL_ROUTE_APPROVE, req_id, who, 1);
+    if (!a) {
+        respond_error(api, req, CTL_ROUTE_APPROVE, 500, "no_memory", NULL,
+                      NULL, req_id, NULL);
+        return;
+    }
+    /* Used once, whatever the broker says: a failed write is retried by
+     * asking again. */
+    pr->approved = 1;
+    snprintf(a->approves, sizeof(a->approves), "%s", pr->id);
+    snprintf(a->requested_by, sizeof(a->requested_by), "%s", pr->actor);
+    lock_fill(api, a, pr->region, &pr->lr, pr->actor, pr->id, now);
+    action_start(api, a);
+}
+
+/* PUT /v1/regions/{code}/policy: validated, written to the policies topic
+ * (key region, JSON value), answered with the normalized policy. */
+static void handle_policy(ctl_api *api, fg_http_req *req, const char *region,
+                          const ctl_principal *who, const char *req_id)
+{
+    sc_rails rails;
+    sc_policy pol;
+    char reason[FG_LOCK_REASON_MAX + 1];
+    ctl_req_error err;
+    size_t len = 0;
+    const char *body = fg_http_req_body(req, &len);
+    sc_rails_default(&rails);
+    rails.max_ttl_ms = api->cfg->max_ttl_ms;
+    if (ctl_req_parse_policy(body, len, &rails, &pol, reason, &err) !=
+        FG_OK) {
+        refuse_invalid(api, req, CTL_ROUTE_POLICY, who, region, 400, &err,
+                       req_id);
+        return;
+    }
+    ctl_action *a = action_new(api, req, CTL_ROUTE_POLICY, req_id, who, 1);
+    yajl_gen g = gen_new();
+    const unsigned char *buf = NULL;
+    size_t n = 0;
+    if (a && g) {
+        yajl_gen_map_open(g);
+        ctl_json_str(g, "region", region);
+        ctl_json_str(g, "actor", who->actor);
+        ctl_json_str(g, "reason", reason);
+        ctl_json_str(g, "request_id", req_id);
+        ctl_json_int(g, "ts", now_ms());
+        ctl_json_key(g, "policy");
+        ctl_policy_json(g, &pol);
+        yajl_gen_map_close(g);
+        if (yajl_gen_get_buf(g, &buf, &n) == yajl_gen_status_ok && n > 0)
+            a->policy_json = malloc(n);
+    }
+    if (!a || !a->policy_json) {
+        if (g)
+            yajl_gen_free(g);
+        action_free(a);
+        respond_error(api, req, CTL_ROUTE_POLICY, 500, "no_memory", NULL,
+                      NULL, req_id, NULL);
+        return;
+    }
+    memcpy(a->policy_json, buf, n);
+    a->policy_len = n;
+    yajl_gen_free(g);
+    a->policy = pol;
+    snprintf(a->regions[0], sizeof(a->regions[0]), "%.*s", FG_REGION_MAX,
+             region);
+    snprintf(a->reason, sizeof(a->reason), "%s", reason);
     action_start(api, a);
 }
 
@@ -813,8 +1090,11 @@ static void on_request(void *ud, fg_http_req *req)
     }
     ctl_role need = route == CTL_ROUTE_LIST || route == CTL_ROUTE_REGION
                         ? CTL_ROLE_VIEWER
-                    : route == CTL_ROUTE_UNLOCK_ALL ? CTL_ROLE_ADMIN
-                                                    : CTL_ROLE_OPERATOR;
+                    : route == CTL_ROUTE_UNLOCK_ALL ||
+                            route == CTL_ROUTE_APPROVE ||
+                            route == CTL_ROUTE_POLICY
+                        ? CTL_ROLE_ADMIN
+                        : CTL_ROLE_OPERATOR;
     const char *target = route == CTL_ROUTE_UNLOCK_ALL ? "*" : region;
     ctl_auth_result ar = ctl_auth_check(
         api->cfg->auth, fg_http_req_header(req, "authorization"), &who);
@@ -846,7 +1126,7 @@ static void on_request(void *ud, fg_http_req *req)
         return;
     }
     if (route != CTL_ROUTE_LIST && route != CTL_ROUTE_UNLOCK_ALL &&
-        !ctl_req_region_ok(region)) {
+        route != CTL_ROUTE_APPROVE && !ctl_req_region_ok(region)) {
         ctl_req_error err = {"invalid_region", "region",
                              "not a region code (CU, UA-43)"};
         if (route == CTL_ROUTE_REGION)
@@ -857,7 +1137,7 @@ static void on_request(void *ud, fg_http_req *req)
         return;
     }
     if ((route == CTL_ROUTE_LOCK || route == CTL_ROUTE_UNLOCK ||
-         route == CTL_ROUTE_UNLOCK_ALL) &&
+         route == CTL_ROUTE_UNLOCK_ALL || route == CTL_ROUTE_POLICY) &&
         !json_content(req)) {
         ctl_req_error err = {"unsupported_media_type", "",
                              "send Content-Type: application/json"};
@@ -869,6 +1149,8 @@ static void on_request(void *ud, fg_http_req *req)
     case CTL_ROUTE_REGION: handle_region(api, req, region, req_id); break;
     case CTL_ROUTE_LOCK: handle_lock(api, req, region, &who, req_id); break;
     case CTL_ROUTE_UNLOCK: handle_unlock(api, req, region, &who, req_id); break;
+    case CTL_ROUTE_APPROVE: handle_approve(api, req, region, &who, req_id); break;
+    case CTL_ROUTE_POLICY: handle_policy(api, req, region, &who, req_id); break;
     default: handle_unlock_all(api, req, &who, req_id); break;
     }
 }
@@ -975,8 +1257,9 @@ static void ensure_topics(ctl_api *api)
         {api->cfg->locks_topic, 1, 1},
         {api->cfg->scores_topic, 3, 1},
         {api->cfg->audit_topic, 3, 0},
+        {api->cfg->policies_topic, 1, 1},
     };
-    fg_kafka_create_topics(api->p, api->pq, specs, 3);
+    fg_kafka_create_topics(api->p, api->pq, specs, 4);
 }
 
 ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,
@@ -1032,10 +1315,12 @@ ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,
     }
     api->locks_rkt = rd_kafka_topic_new(api->p, cfg->locks_topic, NULL);
     api->audit_rkt = rd_kafka_topic_new(api->p, cfg->audit_topic, NULL);
+    api->policies_rkt = rd_kafka_topic_new(api->p, cfg->policies_topic, NULL);
     api->pq = rd_kafka_queue_get_main(api->p);
     api->ppump = fg_kafka_pump_new(base, api->pq, 1000, on_producer_event, api,
                                    errbuf, errlen);
-    if (!api->locks_rkt || !api->audit_rkt || !api->ppump)
+    if (!api->locks_rkt || !api->audit_rkt || !api->policies_rkt ||
+        !api->ppump)
         goto fail;
     ensure_topics(api);
     /* Lock feed (owns its configuration from here on). */
@@ -1138,6 +1423,8 @@ void ctl_api_free(ctl_api *api, int timeout_ms)
         rd_kafka_topic_destroy(api->locks_rkt);
     if (api->audit_rkt)
         rd_kafka_topic_destroy(api->audit_rkt);
+    if (api->policies_rkt)
+        rd_kafka_topic_destroy(api->policies_rkt);
     if (api->pq)
         rd_kafka_queue_destroy(api->pq);
     if (api->p)

@@ -82,6 +82,14 @@ static fg_status render(const ctl_audit *a, int keep, char **out, size_t *len)
     opt_int(g, "pin_s", a->pin_s);
     yajl_gen_map_close(g);
     opt_int(g, "estimated_devices", a->estimated_devices);
+    if (a->policy) {
+        ctl_json_key(g, "policy");
+        ctl_policy_json(g, a->policy);
+    }
+    if (a->approves)
+        ctl_json_str(g, "approves", a->approves);
+    if (a->requested_by)
+        ctl_json_str(g, "requested_by", a->requested_by);
     if (a->multi) {
         ctl_json_key(g, "regions");
         yajl_gen_array_open(g);

@@ -11,6 +11,7 @@
 
 #include "fg_lock.h"
 #include "fg_status.h"
+#include "sc_policy.h"
 
 /* Largest audit record rendered (an unlock-all over many regions is the
  * big one); beyond it the before/after maps are dropped and "truncated"
@@ -46,6 +47,12 @@ typedef struct ctl_audit {
     const fg_lock *const *before;
     const fg_lock *const *after;
     int multi;
+    /* Optional (NULL: the key is left out): the policy a policy action set,
+     * and, for an approval, the pending request it approved and who asked
+     * for it. */
+    const sc_policy *policy;
+    const char *approves;
+    const char *requested_by;
 } ctl_audit;
 
 /* Renders a as one JSON object into a malloc'd buffer (*out, caller frees;

@@ -57,6 +57,17 @@ static const fg_conf_slot ctl_slots[] = {
     CTL_SLOT("control.shutdown_timeout", FG_CONF_DURATION, "10s",
              shutdown_timeout_ms, 0, 600000,
              "SIGTERM: time allowed for requests waiting on the broker."),
+    CTL_SLOT("control.policies_topic", FG_CONF_STR, "fleet.region-policies",
+             policies_topic, 0, 0,
+             "Compacted topic where PUT /v1/regions/{code}/policy writes the "
+             "validated policy (key region, JSON value)."),
+    CTL_SLOT("control.two_person_devices", FG_CONF_INT, "100000",
+             two_person_devices, 0, INT64_C(1000000000000),
+             "A lock estimated to reach more devices waits for a second "
+             "admin's approval (0: every lock with an estimate does)."),
+    CTL_SLOT("control.request_ttl", FG_CONF_DURATION, "15m", request_ttl_ms,
+             1000, INT64_C(86400000),
+             "How long a pending (two-person) lock request can be approved."),
     CTL_SLOT("log.level", FG_CONF_STR, "info", log_level, 0, 0,
              "debug, info, warn or error."),
     FG_CONF_END,
@@ -83,7 +94,8 @@ static void usage(FILE *out, const char *prog)
             "Sources, later wins: defaults, the file, FLEETGATE_* environment\n"
             "variables, --set. kafka.* goes to librdkafka. [tokens] lists who may\n"
             "call the API, one actor per key: `alice = operator:<sha256 hex>`,\n"
-            "roles viewer (read), operator (lock, unlock), admin (unlock-all).\n"
+            "roles viewer (read), operator (lock, unlock), admin (unlock-all,\n"
+            "policies, approving mass locks).\n"
             "\nOptions:\n",
             prog, prog);
     fg_conf_help(ctl_slots, out);

@@ -30,6 +30,9 @@ typedef struct ctl_config {
     int64_t read_timeout_ms;
     int64_t publish_timeout_ms;
     int64_t shutdown_timeout_ms;
+    char *policies_topic;
+    int64_t two_person_devices;
+    int64_t request_ttl_ms;
     /* derived */
     char ctl_id[65];
     ctl_req_limits limits;

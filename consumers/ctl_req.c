@@ -57,6 +57,8 @@ ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
             r = CTL_ROUTE_LOCK;
         else if (seg_eq(seg[3], segn[3], "unlock"))
             r = CTL_ROUTE_UNLOCK;
+        else if (seg_eq(seg[3], segn[3], "policy"))
+            r = CTL_ROUTE_POLICY;
         else
             return CTL_ROUTE_NONE;
         if (nseg >= 3) {
@@ -67,12 +69,21 @@ ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
     } else if (seg_eq(seg[1], segn[1], "locks") && nseg == 3 &&
                seg_eq(seg[2], segn[2], "unlock-all")) {
         r = CTL_ROUTE_UNLOCK_ALL;
+    } else if (seg_eq(seg[1], segn[1], "requests") && nseg == 4 &&
+               seg_eq(seg[3], segn[3], "approve")) {
+        size_t n = segn[2] < CTL_SEGMENT_MAX ? segn[2] : CTL_SEGMENT_MAX;
+        memcpy(region, seg[2], n);
+        region[n] = '\0';
+        r = CTL_ROUTE_APPROVE;
     } else {
         return CTL_ROUTE_NONE;
     }
-    *method_ok = (r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION)
-                     ? is_get
-                     : meth == FG_HTTP_POST;
+    if (r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION)
+        *method_ok = is_get;
+    else if (r == CTL_ROUTE_POLICY)
+        *method_ok = meth == FG_HTTP_PUT;
+    else
+        *method_ok = meth == FG_HTTP_POST;
     return r;
 }
 
@@ -84,13 +95,17 @@ const char *ctl_route_str(ctl_route r)
     case CTL_ROUTE_LOCK: return "lock";
     case CTL_ROUTE_UNLOCK: return "unlock";
     case CTL_ROUTE_UNLOCK_ALL: return "unlock_all";
+    case CTL_ROUTE_APPROVE: return "approve";
+    case CTL_ROUTE_POLICY: return "policy";
     default: return "none";
     }
 }
 
 const char *ctl_route_allow(ctl_route r)
 {
-    return r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION ? "GET, HEAD" : "POST";
+    if (r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION)
+        return "GET, HEAD";
+    return r == CTL_ROUTE_POLICY ? "PUT" : "POST";
 }
 
 int ctl_req_region_ok(const char *region)
@@ -400,4 +415,126 @@ fg_status ctl_req_parse_unlock(const char *body, size_t len,
 out:
     yajl_tree_free(root);
     return st;
+}
+
+/* ---- policy ---- */
+
+static const char *const policy_keys[] = {
+    "mode", "lock_at", "unlock_at", "min_devices", "for",
+    "ttl", "cooldown", "scope", "message"};
+
+static int policy_key(const char *k)
+{
+    for (size_t i = 0; i < sizeof(policy_keys) / sizeof(policy_keys[0]); i++)
+        if (strcmp(k, policy_keys[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The key an sc_policy errbuf ("unlock_at: must be ...") names. */
+static void policy_err(ctl_req_error *err, const char *ebuf)
+{
+    char key[32];
+    const char *colon = strchr(ebuf, ':');
+    size_t n = colon ? (size_t)(colon - ebuf) : 0;
+    if (n >= sizeof(key))
+        n = 0;
+    memcpy(key, ebuf, n);
+    key[n] = '\0';
+    set_err(err, "invalid_value", key, ebuf);
+}
+
+fg_status ctl_req_parse_policy(const char *body, size_t len,
+                               const sc_rails *rails, sc_policy *out,
+                               char *reason, ctl_req_error *err)
+{
+    fg_status st;
+    int have_reason = 0, have_ttl = 0;
+    char ebuf[160], text[SC_TEMPLATE_MAX + 1], d[96];
+    sc_policy_default(out);
+    reason[0] = '\0';
+    yajl_val root = parse_object(body, len, err, &st);
+    if (!root)
+        return st;
+    st = FG_EINVAL;
+    for (size_t i = 0; i < root->u.object.len; i++) {
+        const char *k = root->u.object.keys[i];
+        yajl_val v = root->u.object.values[i];
+        if (strcmp(k, "reason") != 0 && !policy_key(k)) {
+            set_err(err, "unknown_field", k, "fields: reason, mode, lock_at, "
+                    "unlock_at, min_devices, for, ttl, cooldown, scope, "
+                    "message");
+            goto out;
+        }
+        if (YAJL_IS_NULL(v))
+            continue;
+        if (strcmp(k, "reason") == 0) {
+            if (take_string(v, k, reason, FG_LOCK_REASON_MAX + 1, 0, err))
+                goto out;
+            have_reason = 1;
+            continue;
+        }
+        if (YAJL_IS_STRING(v)) {
+            if (take_string(v, k, text, sizeof(text), 1, err))
+                goto out;
+        } else if (YAJL_IS_INTEGER(v)) {
+            snprintf(text, sizeof(text), "%lld", YAJL_GET_INTEGER(v));
+        } else if (YAJL_IS_DOUBLE(v)) {
+            snprintf(text, sizeof(text), "%.17g", YAJL_GET_DOUBLE(v));
+        } else {
+            snprintf(d, sizeof(d), "%s must be a string or a number", k);
+            set_err(err, "wrong_type", k, d);
+            goto out;
+        }
+        if (sc_policy_set(out, k, text, ebuf, sizeof(ebuf)) != FG_OK) {
+            policy_err(err, ebuf);
+            goto out;
+        }
+        if (strcmp(k, "ttl") == 0)
+            have_ttl = 1;
+    }
+    /* The default ttl follows a lower max_ttl; a given one must fit. */
+    if (!have_ttl && out->ttl_ms > rails->max_ttl_ms)
+        out->ttl_ms = rails->max_ttl_ms;
+    if (!have_reason) {
+        missing_reason(err);
+        goto out;
+    }
+    if (sc_policy_check(out, rails, ebuf, sizeof(ebuf)) != FG_OK) {
+        policy_err(err, ebuf);
+        goto out;
+    }
+    st = FG_OK;
+out:
+    yajl_tree_free(root);
+    return st;
+}
+
+static void gen_key(yajl_gen g, const char *key)
+{
+    yajl_gen_string(g, (const unsigned char *)key, strlen(key));
+}
+
+void ctl_policy_json(yajl_gen g, const sc_policy *p)
+{
+    yajl_gen_map_open(g);
+    gen_key(g, "mode");
+    gen_key(g, sc_mode_str(p->mode));
+    gen_key(g, "lock_at");
+    yajl_gen_double(g, p->lock_at);
+    gen_key(g, "unlock_at");
+    yajl_gen_double(g, p->unlock_at);
+    gen_key(g, "min_devices");
+    yajl_gen_integer(g, p->min_devices);
+    gen_key(g, "for");
+    yajl_gen_integer(g, p->for_ms);
+    gen_key(g, "ttl");
+    yajl_gen_integer(g, p->ttl_ms);
+    gen_key(g, "cooldown");
+    yajl_gen_integer(g, p->cooldown_ms);
+    gen_key(g, "scope");
+    gen_key(g, fg_lock_scope_str(p->scope));
+    gen_key(g, "message");
+    gen_key(g, p->message);
+    yajl_gen_map_close(g);
 }

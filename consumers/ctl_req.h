@@ -14,6 +14,8 @@
 #include "fg_lock.h"
 #include "fg_region.h"
 #include "fg_status.h"
+#include "sc_policy.h"
+#include <yajl/yajl_gen.h>
 
 typedef enum ctl_route {
     CTL_ROUTE_NONE = 0,   /* unknown path: 404 */
@@ -21,7 +23,9 @@ typedef enum ctl_route {
     CTL_ROUTE_REGION,     /* GET /v1/regions/{code} */
     CTL_ROUTE_LOCK,       /* POST /v1/regions/{code}/lock */
     CTL_ROUTE_UNLOCK,     /* POST /v1/regions/{code}/unlock */
-    CTL_ROUTE_UNLOCK_ALL  /* POST /v1/locks/unlock-all */
+    CTL_ROUTE_UNLOCK_ALL, /* POST /v1/locks/unlock-all */
+    CTL_ROUTE_APPROVE,    /* POST /v1/requests/{id}/approve */
+    CTL_ROUTE_POLICY      /* PUT /v1/regions/{code}/policy */
 } ctl_route;
 
 /* A refused request: code is a static string ("invalid_json",
@@ -33,23 +37,25 @@ typedef struct ctl_req_error {
     char detail[160];
 } ctl_req_error;
 
-/* Longest region segment a route keeps (longer is still routed, and then
- * refused as invalid_region). */
-#define CTL_SEGMENT_MAX 16
+/* Longest {code} or {id} segment a route keeps (longer is still routed, and
+ * then refused as invalid_region or unknown request); a request id
+ * ("req-" + 16 hex digits) fits. */
+#define CTL_SEGMENT_MAX 24
 
 /* The route of path (len bytes, without the query). region receives the
- * {code} segment (NUL-terminated, cut at CTL_SEGMENT_MAX bytes) for the
- * routes that have one, "" otherwise. *method_ok is 1 when meth is the
- * route's method (GET and HEAD for reads, POST for actions), 0 when the
- * answer must be 405. @thread any */
+ * {code} segment (or the {id} of an approve; NUL-terminated, cut at
+ * CTL_SEGMENT_MAX bytes) for the routes that have one, "" otherwise.
+ * *method_ok is 1 when meth is the route's method (GET and HEAD for reads,
+ * PUT for a policy, POST for other actions), 0 when the answer must be 405.
+ * @thread any */
 ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
                           char region[CTL_SEGMENT_MAX + 1], int *method_ok);
 
-/* Static names: "list", "region", "lock", "unlock", "unlock_all" (the
- * audit record's action), "none". */
+/* Static names: "list", "region", "lock", "unlock", "unlock_all",
+ * "approve", "policy" (the audit record's action), "none". */
 const char *ctl_route_str(ctl_route r);
 
-/* The method a route takes, for Allow: "GET, HEAD" or "POST". */
+/* The method a route takes, for Allow: "GET, HEAD", "PUT" or "POST". */
 const char *ctl_route_allow(ctl_route r);
 
 /* True when region is a valid code (fg_region_valid). */
@@ -119,5 +125,26 @@ fg_status ctl_req_parse_lock(const char *body, size_t len,
 fg_status ctl_req_parse_unlock(const char *body, size_t len,
                                const ctl_req_limits *lim, ctl_unlock_req *out,
                                ctl_req_error *err);
+
+/* PUT /v1/regions/{code}/policy: a JSON object with reason (required, as
+ * for a lock) and any of the sc_policy keys mode, lock_at, unlock_at,
+ * min_devices, for, ttl, cooldown, scope, message. Values are strings
+ * ("5m", "auto") or numbers (durations in ms); each goes through
+ * sc_policy_set over sc_policy_default, then the whole through
+ * sc_policy_check against rails (borrowed). Absent keys keep their
+ * defaults (an absent ttl is cut to rails->max_ttl_ms); null counts as
+ * absent. Errors name the key in err->field:
+ * invalid_value (the policy's own message in detail), wrong_type,
+ * unknown_field, missing_field, invalid_json. reason (cap
+ * FG_LOCK_REASON_MAX + 1) receives the reason. FG_OK, FG_EINVAL, FG_ENOMEM.
+ * @thread any */
+fg_status ctl_req_parse_policy(const char *body, size_t len,
+                               const sc_rails *rails, sc_policy *out,
+                               char *reason, ctl_req_error *err);
+
+/* Writes p as the normalized JSON object the API answers and publishes:
+ * mode, scope (strings), lock_at, unlock_at (numbers), min_devices, and
+ * for, ttl, cooldown in ms (integers), message. @thread any */
+void ctl_policy_json(yajl_gen g, const sc_policy *p);
 
 #endif

@@ -28,6 +28,7 @@ TOKENS = {
     "vic": ("viewer", "viewer-" + secrets.token_hex(16)),
     "alice": ("operator", "operator-" + secrets.token_hex(16)),
     "root": ("admin", "admin-" + secrets.token_hex(16)),
+    "rita": ("admin", "admin-" + secrets.token_hex(16)),
 }
 MAX_TTL_S = 3600
 
@@ -488,6 +489,124 @@ def test_bad_input_gets_400_and_writes_nothing():
         # Still serving: a good lock works after all of that.
         status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "alice", {"reason": "ok now"})
         assert status == 200 and body["record"]["until"] - body["record"]["since"] == 600000, body
+
+
+def test_issue4_mass_lock_needs_a_second_admin():
+    """Two-person rule: a lock whose estimate is over
+    control.two_person_devices answers 202 pending and writes nothing; the
+    requester cannot approve it (403), an unknown id is 404, another admin's
+    approval writes the lock (actor = requester, id = the pending id); a
+    second approval is 409; an expired request is 410; a small lock and
+    unlock-all are not held; all of it is on fleet.audit."""
+    topics = Topics()
+    with Control(topics, {"control.two_person_devices": "1000",
+                          "control.request_ttl": "2s"}) as ctl:
+        publish_scores(topics, [("CU", 5000, 4000), ("US", 500, 10)])
+        fgtest.wait_until(lambda: ctl.call("GET", "/v1/regions/US", "vic")[0] == 200
+                          and ctl.call("GET", "/v1/regions/CU", "vic")[0] == 200,
+                          what="score rows in the table")
+        # A dry run says it would need approval and writes nothing.
+        status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "alice",
+                                   {"reason": "wave", "dry_run": True})
+        assert status == 200 and body["needs_approval"] is True, (status, body)
+        status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "alice",
+                                   {"reason": "grey wave", "ttl_s": 600})
+        assert status == 202, (status, body)
+        assert body["status"] == "pending" and body["estimated_devices"] == 4000, body
+        assert body["expires_at"] > now_ms(), body
+        rid = body["request_id"]
+        time.sleep(0.3)
+        assert lock_records(topics.locks) == []
+        # An operator cannot approve; the requester (admin) neither.
+        status, _, body = ctl.call("POST", f"/v1/requests/{rid}/approve", "alice")
+        assert status == 403 and body["error"] == "forbidden", body
+        status, _, body = ctl.call("POST", "/v1/regions/CU/lock", "root",
+                                   {"reason": "own wave", "ttl_s": 600})
+        assert status == 202, body
+        own = body["request_id"]
+        status, _, body = ctl.call("POST", f"/v1/requests/{own}/approve", "root")
+        assert status == 403 and body["error"] == "same_actor", body
+        status, _, body = ctl.call("POST", "/v1/requests/req-00000000deadbeef/approve",
+                                   "root")
+        assert status == 404 and body["error"] == "unknown_request", body
+        assert lock_records(topics.locks) == []
+        # Another admin approves: the lock is written now.
+        status, _, body = ctl.call("POST", f"/v1/requests/{rid}/approve", "rita")
+        assert status == 200, (status, body)
+        assert body["approves"] == rid and body["requested_by"] == "alice", body
+        rec = body["record"]
+        assert rec["state"] == "locked" and rec["actor"] == "alice", rec
+        assert rec["id"] == rid, rec
+        records = lock_records(topics.locks)
+        assert len(records) == 1 and records[0][1]["region"] == "CU", records
+        status, _, body = ctl.call("POST", f"/v1/requests/{rid}/approve", "root")
+        assert status == 409, body
+        # A small lock goes through at once.
+        status, _, body = ctl.call("POST", "/v1/regions/US/lock", "alice",
+                                   {"reason": "small", "ttl_s": 60})
+        assert status == 200, body
+        # The pending request of root expires.
+        time.sleep(2.2)
+        status, _, body = ctl.call("POST", f"/v1/requests/{own}/approve", "rita")
+        assert status == 410 and body["error"] == "expired", body
+        # unlock-all is never held.
+        status, _, body = ctl.call("POST", "/v1/locks/unlock-all", "root",
+                                   {"reason": "all clear"})
+        assert status == 200 and sorted(body["unlocked"]) == ["CU", "US"], body
+        approve_id = None
+        au = wait_audit(topics.audit, lambda a: a["action"] == "approve"
+                        and a["outcome"] == "ok", "the approval audited")
+        assert au["actor"] == "rita" and au["approves"] == rid, au
+        assert au["requested_by"] == "alice" and au["reason"] == "grey wave", au
+        approve_id = au["request_id"]
+        by_outcome = {}
+        for a in audit_records(topics.audit):
+            by_outcome.setdefault(a["outcome"], []).append(a)
+        assert any(a["request_id"] == rid and a["status"] == 202
+                   for a in by_outcome["pending"]), by_outcome
+        assert any(a["error"] == "same_actor" for a in by_outcome["denied"]), by_outcome
+        assert any(a["status"] == 410 for a in by_outcome["expired"]), by_outcome
+        assert approve_id
+
+
+def test_issue4_policy_is_validated_and_published():
+    """PUT /v1/regions/DE/policy (admin): 200 with the normalized policy,
+    which lands on the policies topic keyed by region; bad values get 400
+    naming the key and publish nothing; an operator gets 403; audited."""
+    topics = Topics()
+    policies = fgtest.unique_topic("ctl-policies", partitions=1,
+                                   config={"cleanup.policy": "compact"})
+    with Control(topics, {"control.policies_topic": policies}) as ctl:
+        for body, field in [({"reason": "x", "mode": "sometimes"}, "mode"),
+                            ({"reason": "x", "lock_at": 0.5, "unlock_at": 0.7}, "unlock_at"),
+                            ({"reason": "x", "ttl": "2h"}, "ttl"),
+                            ({"reason": "x", "for": "soon"}, "for"),
+                            ({"mode": "never"}, "reason")]:
+            status, _, resp = ctl.call("PUT", "/v1/regions/DE/policy", "root", body)
+            assert status == 400 and resp["field"] == field, (body, status, resp)
+        status, _, resp = ctl.call("PUT", "/v1/regions/DE/policy", "alice",
+                                   {"reason": "x", "mode": "never"})
+        assert status == 403, resp
+        status, hdrs, resp = ctl.call("POST", "/v1/regions/DE/policy", "root",
+                                      {"reason": "x"})
+        assert status == 405 and hdrs["allow"] == "PUT", resp
+        assert fgtest.consume(policies, timeout=1.0) == []
+        status, _, resp = ctl.call("PUT", "/v1/regions/DE/policy", "root",
+                                   {"reason": "DE stays open", "mode": "never",
+                                    "for": "2m", "lock_at": "0.7"})
+        assert status == 200, (status, resp)
+        pol = resp["policy"]
+        assert pol["mode"] == "never" and pol["for"] == 120000, pol
+        assert abs(pol["lock_at"] - 0.7) < 1e-9 and pol["scope"] == "grey", pol
+        assert pol["ttl"] == MAX_TTL_S * 1000, pol  # default cut to max_ttl
+        assert resp["audited"] is True, resp
+        recs = fgtest.consume(policies, timeout=5.0)
+        assert len(recs) == 1 and recs[0].key == b"DE", recs
+        val = json.loads(recs[0].value)
+        assert val["policy"] == pol and val["actor"] == "root", val
+        au = wait_audit(topics.audit, lambda a: a["action"] == "policy"
+                        and a["outcome"] == "ok", "the policy audited")
+        assert au["policy"] == pol and au["reason"] == "DE stays open", au
 
 
 def test_help_check_config_and_hash_token():

@@ -54,7 +54,7 @@ static void test_routes(void)
     for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++)
         FG_CHECK_INT(route(FG_HTTP_GET, none[i], region, &ok), CTL_ROUTE_NONE);
     /* A long segment is cut, and then refused as a region. */
-    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/ABCDEFGHIJKLMNOPQRSTU/lock",
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/ABCDEFGHIJKLMNOPQRSTUVWXYZ0123/lock",
                        region, &ok), CTL_ROUTE_LOCK);
     FG_CHECK_INT(strlen(region), CTL_SEGMENT_MAX);
     FG_CHECK(!ctl_req_region_ok(region));
@@ -205,5 +205,92 @@ static void test_unlock_body(void)
     FG_CHECK_STR(e.code, "invalid_json");
 }
 
+/* Issue 4: approve and policy routes, and the policy body. */
+static void test_approve_and_policy_routes(void)
+{
+    char region[CTL_SEGMENT_MAX + 1];
+    int ok = 0;
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/requests/req-0123456789abcdef/approve",
+                       region, &ok), CTL_ROUTE_APPROVE);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "req-0123456789abcdef");
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/requests/x/approve", region, &ok),
+                 CTL_ROUTE_APPROVE);
+    FG_CHECK(!ok);
+    FG_CHECK_INT(route(FG_HTTP_PUT, "/v1/regions/CU/policy", region, &ok),
+                 CTL_ROUTE_POLICY);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "CU");
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/CU/policy", region, &ok),
+                 CTL_ROUTE_POLICY);
+    FG_CHECK(!ok);
+    FG_CHECK_STR(ctl_route_allow(CTL_ROUTE_POLICY), "PUT");
+    FG_CHECK_STR(ctl_route_str(CTL_ROUTE_APPROVE), "approve");
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/requests/x", region, &ok),
+                 CTL_ROUTE_NONE);
+}
+
+static void test_policy_body(void)
+{
+    sc_rails rails;
+    sc_policy p;
+    char reason[FG_LOCK_REASON_MAX + 1];
+    ctl_req_error e;
+    sc_rails_default(&rails);
+    const char *b = "{\"reason\":\"DE stays open\",\"mode\":\"never\","
+                    "\"lock_at\":0.8,\"unlock_at\":\"0.2\",\"for\":\"2m\","
+                    "\"ttl\":3600000,\"scope\":\"all\",\"min_devices\":10}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_OK);
+    FG_CHECK_INT(p.mode, SC_MODE_NEVER);
+    FG_CHECK(p.lock_at > 0.79 && p.lock_at < 0.81);
+    FG_CHECK(p.unlock_at > 0.19 && p.unlock_at < 0.21);
+    FG_CHECK_INT(p.for_ms, 120000);
+    FG_CHECK_INT(p.ttl_ms, 3600000);
+    FG_CHECK_INT(p.min_devices, 10);
+    FG_CHECK_INT(p.scope, FG_SCOPE_ALL);
+    FG_CHECK_STR(reason, "DE stays open");
+    /* A bad value names its key. */
+    b = "{\"reason\":\"x\",\"mode\":\"sometimes\"}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.code, "invalid_value");
+    FG_CHECK_STR(e.field, "mode");
+    /* Cross-key rule: unlock_at must be below lock_at. */
+    b = "{\"reason\":\"x\",\"lock_at\":0.5,\"unlock_at\":0.7}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.field, "unlock_at");
+    /* ttl over the rails' max_ttl. */
+    rails.max_ttl_ms = 3600000;
+    b = "{\"reason\":\"x\",\"ttl\":\"2h\"}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.field, "ttl");
+    /* An absent ttl follows the lower max_ttl. */
+    b = "{\"reason\":\"x\"}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_OK);
+    FG_CHECK_INT(p.ttl_ms, 3600000);
+    b = "{\"reason\":\"x\",\"message\":\"until {untill}\"}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.field, "message");
+    b = "{\"mode\":\"auto\"}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.code, "missing_field");
+    b = "{\"reason\":\"x\",\"lock_at\":true}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.code, "wrong_type");
+    FG_CHECK_STR(e.field, "lock_at");
+    b = "{\"reason\":\"x\",\"colour\":\"red\"}";
+    FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
+                 FG_EINVAL);
+    FG_CHECK_STR(e.code, "unknown_field");
+}
+
 FG_TEST_MAIN(test_routes, test_list_query, test_lock_body_ok,
-             test_lock_body_refused, test_unlock_body)
+             test_lock_body_refused, test_unlock_body,
+             test_approve_and_policy_routes, test_policy_body)
