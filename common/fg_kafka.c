@@ -19,20 +19,30 @@ struct fg_kafka_pump {
     struct event *ev;
     int budget;
     fg_kafka_event_cb cb;
+    fg_kafka_round_cb round_cb;
     void *ud;
 };
 
 static void pump_serve(fg_kafka_pump *pump)
 {
-    for (int i = 0; i < pump->budget; i++) {
+    int i;
+    for (i = 0; i < pump->budget; i++) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(pump->q, 0);
         if (!ev)
-            return;
+            break;
         pump->cb(pump->ud, ev);
         rd_kafka_event_destroy(ev);
     }
     /* Budget spent with work left: come back after other events. */
-    event_active(pump->ev, EV_READ, 0);
+    if (i == pump->budget)
+        event_active(pump->ev, EV_READ, 0);
+    if (pump->round_cb)
+        pump->round_cb(pump->ud, i);
+}
+
+void fg_kafka_pump_set_round_cb(fg_kafka_pump *pump, fg_kafka_round_cb cb)
+{
+    pump->round_cb = cb;
 }
 
 static void pump_on_readable(evutil_socket_t fd, short what, void *arg)

@@ -29,6 +29,16 @@ fg_kafka_pump *fg_kafka_pump_new(struct event_base *base, rd_kafka_queue_t *q,
                                  int budget, fg_kafka_event_cb cb, void *ud,
                                  char *errbuf, size_t errlen);
 
+/* Called once at the end of each serve round with the number of events the
+ * round handed to the event callback (0 when the queue was empty), so that
+ * per-round work (reading the clock, arming a timer) is not done per event.
+ * @thread the loop's */
+typedef void (*fg_kafka_round_cb)(void *ud, int served);
+
+/* Sets (or, with NULL, clears) the pump's round callback; it gets the ud
+ * given to fg_kafka_pump_new. Off by default. @thread the loop's */
+void fg_kafka_pump_set_round_cb(fg_kafka_pump *pump, fg_kafka_round_cb cb);
+
 /* Serves the queue now, as if the pipe had fired (used after a flush).
  * @thread the loop's */
 void fg_kafka_pump_run(fg_kafka_pump *pump);

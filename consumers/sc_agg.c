@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Per-batch aggregation for the scorer: open-addressing tables for regions
  * and (region, bucket, device) membership, an arena for the device ids of
- * the batch, and a chained table for the per-partition seq memory. */
+ * the batch, and a chained table for the per-partition seq memory. The
+ * device id is hashed once per check-in; both tables keep that hash and the
+ * id's length, so a probe compares integers before it compares bytes. */
 #include "sc_agg.h"
 
 #include <stdio.h>
@@ -39,14 +41,18 @@ typedef struct region_acc {
 /* (region, bucket, device) -> flags: 1 device listed, 2 grey listed. */
 typedef struct member {
     const char *device; /* arena string; NULL = empty slot */
+    uint64_t hash;      /* dev_hash of device */
     uint32_t region, bucket;
+    uint16_t len;       /* strlen(device) */
     uint8_t flags;
 } member;
 
 typedef struct seq_node {
     struct seq_node *next;
+    uint64_t hash; /* dev_hash of device */
     uint64_t seq;
     int64_t seen_ms;
+    uint16_t len;  /* strlen(device) */
     char device[FG_DEVICE_ID_MAX + 1];
 } seq_node;
 
@@ -68,6 +74,8 @@ struct sc_agg {
     arena_chunk *arena;
     region_acc *regions;
     size_t nregions, capregions;
+    uint32_t *rindex;            /* region key -> index + 1; 0 = empty */
+    size_t caprindex;            /* 0 or a power of two >= 2 * nregions */
     member *members;
     size_t nmembers, capmembers; /* capmembers is a power of two */
     seq_node **seq;
@@ -76,14 +84,41 @@ struct sc_agg {
     size_t last_region;          /* index of the last region looked up */
 };
 
-static uint64_t hash_str(const char *s, uint64_t h)
+/* Final avalanche of a 64-bit value (MurmurHash3's fmix64). */
+static uint64_t mix64(uint64_t h)
 {
-    /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
     return h;
+}
+
+/* Hash of n bytes of a device id, eight bytes at a time. */
+static uint64_t dev_hash(const char *s, size_t n)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+        h ^= h >> 29;
+        s += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t w = 0;
+        memcpy(&w, s, n);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    return mix64(h);
+}
+
+/* Slot hash of a (region, bucket, device) membership. */
+static uint64_t member_hash(uint64_t dev, uint32_t region, uint32_t bucket)
+{
+    return mix64(dev ^ ((uint64_t)region << 32 | bucket));
 }
 
 static const char *arena_dup(sc_agg *a, const char *s, size_t n)
@@ -157,6 +192,8 @@ static void free_regions(sc_agg *a)
 
 void sc_agg_reset(sc_agg *a)
 {
+    if (a->nregions && a->rindex)
+        memset(a->rindex, 0, a->caprindex * sizeof(*a->rindex));
     free_regions(a);
     while (a->arena) {
         arena_chunk *next = a->arena->next;
@@ -193,6 +230,7 @@ void sc_agg_free(sc_agg *a)
     if (a->seq)
         sc_agg_forget(a);
     free(a->regions);
+    free(a->rindex);
     free(a->members);
     free(a->seq);
     free(a->filling.u);
@@ -208,6 +246,32 @@ static uint64_t region_key(const char *region)
     return k;
 }
 
+static size_t rindex_slot(uint64_t key, size_t cap)
+{
+    return (size_t)(key * 0x9e3779b97f4a7c15ull >> 32) & (cap - 1);
+}
+
+/* Makes room in the region index for one more region. */
+static int rindex_reserve(sc_agg *a)
+{
+    if ((a->nregions + 1) * 2 <= a->caprindex)
+        return 0;
+    size_t ncap = a->caprindex ? a->caprindex * 2 : 64;
+    uint32_t *ni = calloc(ncap, sizeof(*ni));
+    if (!ni)
+        return -1;
+    for (size_t i = 0; i < a->nregions; i++) {
+        size_t j = rindex_slot(a->regions[i].key, ncap);
+        while (ni[j])
+            j = (j + 1) & (ncap - 1);
+        ni[j] = (uint32_t)i + 1;
+    }
+    free(a->rindex);
+    a->rindex = ni;
+    a->caprindex = ncap;
+    return 0;
+}
+
 static region_acc *region_get(sc_agg *a, const char *region, size_t *index)
 {
     uint64_t key = region_key(region);
@@ -216,12 +280,23 @@ static region_acc *region_get(sc_agg *a, const char *region, size_t *index)
         *index = a->last_region;
         return &a->regions[a->last_region];
     }
-    for (size_t i = 0; i < a->nregions; i++) {
-        if (a->regions[i].key == key) {
-            *index = a->last_region = i;
-            return &a->regions[i];
+    size_t j = 0;
+    if (a->caprindex) {
+        j = rindex_slot(key, a->caprindex);
+        while (a->rindex[j]) {
+            size_t i = a->rindex[j] - 1;
+            if (a->regions[i].key == key) {
+                *index = a->last_region = i;
+                return &a->regions[i];
+            }
+            j = (j + 1) & (a->caprindex - 1);
         }
     }
+    if (rindex_reserve(a) != 0)
+        return NULL;
+    j = rindex_slot(key, a->caprindex);
+    while (a->rindex[j])
+        j = (j + 1) & (a->caprindex - 1);
     if (a->nregions == a->capregions) {
         size_t ncap = a->capregions ? a->capregions * 2 : 16;
         region_acc *nr = realloc(a->regions, ncap * sizeof(*nr));
@@ -235,7 +310,8 @@ static region_acc *region_get(sc_agg *a, const char *region, size_t *index)
     snprintf(r->region, sizeof(r->region), "%s", region);
     r->key = key;
     r->last_offset = -1;
-    *index = a->nregions++;
+    a->rindex[j] = (uint32_t)a->nregions + 1;
+    *index = a->last_region = a->nregions++;
     return r;
 }
 
@@ -272,10 +348,8 @@ static int members_grow(sc_agg *a)
         member *m = &a->members[i];
         if (!m->device)
             continue;
-        uint64_t h = hash_str(m->device, 1469598103934665603ull ^
-                                             ((uint64_t)m->region << 32 |
-                                              m->bucket));
-        size_t j = (size_t)h & (ncap - 1);
+        size_t j = (size_t)member_hash(m->hash, m->region, m->bucket) &
+                   (ncap - 1);
         while (nm[j].device)
             j = (j + 1) & (ncap - 1);
         nm[j] = *m;
@@ -286,19 +360,19 @@ static int members_grow(sc_agg *a)
     return 0;
 }
 
-/* The membership slot of (region, bucket, device), created empty if new. */
+/* The membership slot of (region, bucket, device), created empty if new.
+ * h is dev_hash of the device id. */
 static member *member_get(sc_agg *a, uint32_t region, uint32_t bucket,
-                          const fg_checkin *ci)
+                          const fg_checkin *ci, uint64_t h)
 {
     if ((a->nmembers + 1) * 2 > a->capmembers && members_grow(a) != 0)
         return NULL;
-    uint64_t h = hash_str(ci->device_id, 1469598103934665603ull ^
-                                             ((uint64_t)region << 32 | bucket));
-    size_t j = (size_t)h & (a->capmembers - 1);
+    size_t j = (size_t)member_hash(h, region, bucket) & (a->capmembers - 1);
     while (a->members[j].device) {
         member *m = &a->members[j];
-        if (m->region == region && m->bucket == bucket &&
-            strcmp(m->device, ci->device_id) == 0)
+        if (m->hash == h && m->region == region && m->bucket == bucket &&
+            m->len == ci->device_id_len &&
+            memcmp(m->device, ci->device_id, ci->device_id_len) == 0)
             return m;
         j = (j + 1) & (a->capmembers - 1);
     }
@@ -307,6 +381,8 @@ static member *member_get(sc_agg *a, uint32_t region, uint32_t bucket,
         return NULL;
     member *m = &a->members[j];
     m->device = dev;
+    m->hash = h;
+    m->len = ci->device_id_len;
     m->region = region;
     m->bucket = bucket;
     m->flags = 0;
@@ -324,8 +400,7 @@ static int seq_grow(sc_agg *a)
         seq_node *n = a->seq[i];
         while (n) {
             seq_node *next = n->next;
-            size_t j = (size_t)hash_str(n->device, 1469598103934665603ull) &
-                       (ncap - 1);
+            size_t j = (size_t)n->hash & (ncap - 1);
             n->next = ns[j];
             ns[j] = n;
             n = next;
@@ -355,14 +430,14 @@ static int undo_push(undo_vec *v, seq_node *node, uint64_t prev, int existed)
 }
 
 /* Returns 1 when (device, seq) is new and remembers it, 0 when seen, -1 on
- * allocation failure. */
-static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms,
-                     int journal)
+ * allocation failure. h is dev_hash of the device id. */
+static int seq_check(sc_agg *a, const fg_checkin *ci, uint64_t h,
+                     int64_t now_ms, int journal)
 {
-    size_t j = (size_t)hash_str(ci->device_id, 1469598103934665603ull) &
-               (a->capseq - 1);
+    size_t j = (size_t)h & (a->capseq - 1);
     for (seq_node *n = a->seq[j]; n; n = n->next) {
-        if (strcmp(n->device, ci->device_id) == 0) {
+        if (n->hash == h && n->len == ci->device_id_len &&
+            memcmp(n->device, ci->device_id, ci->device_id_len) == 0) {
             n->seen_ms = now_ms;
             if (ci->seq <= n->seq)
                 return 0;
@@ -374,12 +449,14 @@ static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms,
     }
     if (a->nseq + 1 > a->capseq && seq_grow(a) != 0)
         return -1;
-    j = (size_t)hash_str(ci->device_id, 1469598103934665603ull) &
-        (a->capseq - 1);
+    j = (size_t)h & (a->capseq - 1);
     seq_node *n = malloc(sizeof(*n));
     if (!n)
         return -1;
-    memcpy(n->device, ci->device_id, ci->device_id_len + 1u);
+    n->hash = h;
+    n->len = ci->device_id_len;
+    memcpy(n->device, ci->device_id, ci->device_id_len);
+    n->device[ci->device_id_len] = '\0';
     n->seq = ci->seq;
     n->seen_ms = now_ms;
     if (journal && undo_push(&a->filling, n, 0, 0) != 0) {
@@ -394,8 +471,7 @@ static int seq_check(sc_agg *a, const fg_checkin *ci, int64_t now_ms,
 
 static void unlink_node(sc_agg *a, seq_node *node)
 {
-    size_t j = (size_t)hash_str(node->device, 1469598103934665603ull) &
-               (a->capseq - 1);
+    size_t j = (size_t)node->hash & (a->capseq - 1);
     for (seq_node **pp = &a->seq[j]; *pp; pp = &(*pp)->next) {
         if (*pp == node) {
             *pp = node->next;
@@ -443,12 +519,13 @@ sc_add sc_agg_add(sc_agg *a, int64_t offset, const fg_checkin *ci,
                   fg_status *st)
 {
     *st = FG_OK;
+    uint64_t h = dev_hash(ci->device_id, ci->device_id_len);
     if (offset <= fence) {
         /* Counted before (a replay): only refresh the seq memory, outside
          * any journal, so duplicates of it are still caught after a
          * rebalance or a restart. */
         if ((ci->has & FG_CHECKIN_HAS_SEQ) && recv_ts >= now_ms - a->window_ms &&
-            seq_check(a, ci, now_ms, 0) < 0)
+            seq_check(a, ci, h, now_ms, 0) < 0)
             *st = FG_ENOMEM;
         return SC_ADD_FENCED;
     }
@@ -466,7 +543,7 @@ sc_add sc_agg_add(sc_agg *a, int64_t offset, const fg_checkin *ci,
         r->last_offset = offset;
     sc_add res = SC_ADD_COUNTED;
     if (ci->has & FG_CHECKIN_HAS_SEQ) {
-        int fresh = seq_check(a, ci, now_ms, 1);
+        int fresh = seq_check(a, ci, h, now_ms, 1);
         if (fresh < 0)
             goto nomem;
         if (!fresh)
@@ -474,7 +551,7 @@ sc_add sc_agg_add(sc_agg *a, int64_t offset, const fg_checkin *ci,
     }
     if (res == SC_ADD_COUNTED)
         b->checkins++;
-    member *mb = member_get(a, (uint32_t)ri, bi, ci);
+    member *mb = member_get(a, (uint32_t)ri, bi, ci, h);
     if (!mb)
         goto nomem;
     if (!(mb->flags & 1)) {

@@ -161,6 +161,12 @@ struct sc_worker {
     part *parts;
     int32_t nparts;
     int rebalanced; /* a rebalance event has been served */
+    /* The pump's current serve round (reset by on_round): the loop does
+     * not turn within a round, so its cached clock is read once, and the
+     * outcome counters are published once. */
+    int round_fetched;     /* the round has served a fetch event */
+    int64_t round_now;     /* now_ms when it did */
+    uint64_t round_n[4];   /* check-ins per sc_add outcome */
     fg_counter *c_counted, *c_dup, *c_old, *c_fenced, *c_dlq, *c_ok, *c_fail,
         *c_zombie;
 };
@@ -666,13 +672,10 @@ static void on_message(sc_worker *w, const rd_kafka_message_t *msg,
     int found;
     int64_t fence = fence_get(&pt->fences, region_key(ci.region), &found);
     fg_status st;
-    switch (sc_agg_add(pt->agg, msg->offset, &ci, meta.recv_ts, fence, now,
-                       &st)) {
-    case SC_ADD_COUNTED: fg_counter_add(w->c_counted, 1); break;
-    case SC_ADD_DUPLICATE: fg_counter_add(w->c_dup, 1); break;
-    case SC_ADD_TOO_OLD: fg_counter_add(w->c_old, 1); break;
-    case SC_ADD_FENCED: fg_counter_add(w->c_fenced, 1); break;
-    }
+    sc_add res = sc_agg_add(pt->agg, msg->offset, &ci, meta.recv_ts, fence,
+                            now, &st);
+    if ((unsigned)res < sizeof(w->round_n) / sizeof(w->round_n[0]))
+        w->round_n[res]++;
     if (st != FG_OK)
         fg_log_error("aggregate_failed", "err=no_memory");
     if (pt->fill_count >= (size_t)w->cfg->batch_max) {
@@ -687,7 +690,11 @@ static void on_event(void *ud, rd_kafka_event_t *ev)
     switch (rd_kafka_event_type(ev)) {
     case RD_KAFKA_EVENT_FETCH: {
         const rd_kafka_message_t *msg;
-        int64_t now = now_ms(w);
+        if (!w->round_fetched) {
+            w->round_now = now_ms(w);
+            w->round_fetched = 1;
+        }
+        int64_t now = w->round_now;
         while ((msg = rd_kafka_event_message_next(ev)) != NULL) {
             if (msg->err) {
                 if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -697,13 +704,7 @@ static void on_event(void *ud, rd_kafka_event_t *ev)
             }
             on_message(w, msg, now);
         }
-        /* A batch goes out a linger after its first message, or at once
-         * when full (on_message), so Redis sees regions x batches. */
-        if (!evtimer_pending(w->flush, NULL)) {
-            struct timeval tv = {0, SC_LINGER_MS * 1000};
-            evtimer_add(w->flush, &tv);
-        }
-        break;
+        break; /* on_round arms the flush timer */
     }
     case RD_KAFKA_EVENT_REBALANCE:
         on_rebalance(w, ev);
@@ -715,6 +716,28 @@ static void on_event(void *ud, rd_kafka_event_t *ev)
         break;
     default:
         break;
+    }
+}
+
+/* End of a pump round: work that is per round, not per fetch event. */
+static void on_round(void *ud, int served)
+{
+    sc_worker *w = ud;
+    (void)served;
+    if (!w->round_fetched)
+        return;
+    w->round_fetched = 0;
+    /* A batch goes out a linger after its first message, or at once
+     * when full (on_message), so Redis sees regions x batches. */
+    if (w->flush && !evtimer_pending(w->flush, NULL)) {
+        struct timeval tv = {0, SC_LINGER_MS * 1000};
+        evtimer_add(w->flush, &tv);
+    }
+    fg_counter *c[4] = {w->c_counted, w->c_dup, w->c_old, w->c_fenced};
+    for (int i = 0; i < 4; i++) {
+        if (w->round_n[i])
+            fg_counter_add(c[i], w->round_n[i]);
+        w->round_n[i] = 0;
     }
 }
 
@@ -844,6 +867,7 @@ sc_worker *sc_worker_new(struct event_base *base, const sc_config *cfg,
     w->pump = fg_kafka_pump_new(base, w->q, 5000, on_event, w, errbuf, errlen);
     if (!w->pump)
         goto fail;
+    fg_kafka_pump_set_round_cb(w->pump, on_round);
     pthread_mutex_init(&w->lk_mu, NULL);
     pthread_cond_init(&w->lk_cv, NULL);
     w->lk_ev = event_new(base, -1, 0, on_lookups, w);

@@ -10,17 +10,26 @@
 #define MIN 60000
 #define NOW (1000 * (int64_t)MIN)
 
+/* Copies s into a cap-byte field (NUL-terminated, cut if longer) and
+ * returns its length. */
+static uint16_t copy_bounded(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    return (uint16_t)n;
+}
+
 static fg_checkin mk(const char *dev, const char *sku, const char *region,
                      int has_seq, uint64_t seq)
 {
     fg_checkin ci;
     memset(&ci, 0, sizeof(ci));
-    snprintf(ci.device_id, sizeof(ci.device_id), "%s", dev);
-    ci.device_id_len = (uint16_t)strlen(ci.device_id);
-    snprintf(ci.sku_region, sizeof(ci.sku_region), "%s", sku);
-    ci.sku_region_len = (uint16_t)strlen(ci.sku_region);
-    snprintf(ci.region, sizeof(ci.region), "%s", region);
-    ci.region_len = (uint16_t)strlen(ci.region);
+    ci.device_id_len = copy_bounded(ci.device_id, sizeof(ci.device_id), dev);
+    ci.sku_region_len = copy_bounded(ci.sku_region, sizeof(ci.sku_region), sku);
+    ci.region_len = copy_bounded(ci.region, sizeof(ci.region), region);
     if (has_seq) {
         ci.has |= FG_CHECKIN_HAS_SEQ;
         ci.seq = seq;
@@ -171,5 +180,75 @@ static void test_fenced_replay_rebuilds_seq_memory(void)
     sc_agg_free(a);
 }
 
-FG_TEST_MAIN(test_fenced_replay_rebuilds_seq_memory, test_rollback_restores_seq_memory, test_groups_by_region_and_bucket, test_duplicate_seq_counts_once,
+/* More regions than the region index starts with, over two batches: each
+ * keeps its own counts, and a reset forgets the first batch's regions. */
+static void test_many_regions_across_batches(void)
+{
+    sc_agg *a = sc_agg_new(MIN, 15 * MIN, NULL);
+    fg_status st = FG_OK;
+    char region[8], dev[32];
+    for (int round = 0; round < 2; round++) {
+        int nreg = round ? 300 : 600;
+        for (int i = 0; i < 3 * nreg; i++) {
+            int r = (i * 7) % nreg; /* not in first-seen order */
+            snprintf(region, sizeof(region), "%c%c-%d", 'A' + r % 26,
+                     'A' + r / 26 % 26, r % 7);
+            snprintf(dev, sizeof(dev), "dev-%d", r);
+            fg_checkin c = mk(dev, region, region, 0, 0);
+            FG_CHECK_INT(sc_agg_add(a, i, &c, NOW, -1, NOW, &st),
+                         SC_ADD_COUNTED);
+        }
+        FG_CHECK_INT(st, FG_OK);
+        FG_CHECK_INT(sc_agg_regions(a), nreg);
+        int ok = 0;
+        for (int r = 0; r < nreg; r++) {
+            snprintf(region, sizeof(region), "%c%c-%d", 'A' + r % 26,
+                     'A' + r / 26 % 26, r % 7);
+            size_t ri = region_index(a, region);
+            const sc_bucket *b;
+            if (ri != (size_t)-1 && sc_agg_buckets(a, ri, &b) == 1 &&
+                b[0].checkins == 3 && b[0].ndevices == 1)
+                ok++;
+        }
+        FG_CHECK_INT(ok, nreg);
+        sc_agg_reset(a);
+        FG_CHECK_INT(sc_agg_regions(a), 0);
+    }
+    sc_agg_free(a);
+}
+
+/* Device ids that share prefixes or differ only in their last byte, at
+ * lengths around the hash's 8-byte words, are distinct devices. */
+static void test_similar_device_ids(void)
+{
+    static const char *ids[] = {"d", "d1", "d10", "d100", "abcdefg",
+                                "abcdefgh", "abcdefgi", "abcdefghi",
+                                "abcdefghj", "abcdefghabcdefgh",
+                                "abcdefghabcdefgi", "abcdefghabcdefgh1"};
+    size_t n = sizeof(ids) / sizeof(ids[0]);
+    sc_agg *a = sc_agg_new(MIN, 15 * MIN, NULL);
+    fg_status st;
+    for (size_t i = 0; i < n; i++) {
+        fg_checkin c = mk(ids[i], "CN", "CU", 1, 3);
+        FG_CHECK_INT(sc_agg_add(a, (int64_t)i, &c, NOW, -1, NOW, &st),
+                     SC_ADD_COUNTED);
+    }
+    for (size_t i = 0; i < n; i++) {
+        fg_checkin c = mk(ids[i], "CN", "CU", 1, 3);
+        FG_CHECK_INT(sc_agg_add(a, (int64_t)(n + i), &c, NOW, -1, NOW, &st),
+                     SC_ADD_DUPLICATE);
+    }
+    const sc_bucket *b;
+    FG_CHECK_INT(sc_agg_buckets(a, 0, &b), 1);
+    FG_CHECK_INT(b[0].checkins, n);
+    FG_CHECK_INT(b[0].ndevices, n);
+    FG_CHECK_INT(b[0].ngrey, n);
+    FG_CHECK_INT(sc_agg_seq_entries(a), n);
+    for (size_t i = 0; i < n; i++)
+        FG_CHECK_STR(b[0].devices[i], ids[i]);
+    sc_agg_free(a);
+}
+
+FG_TEST_MAIN(test_many_regions_across_batches, test_similar_device_ids,
+             test_fenced_replay_rebuilds_seq_memory, test_rollback_restores_seq_memory, test_groups_by_region_and_bucket, test_duplicate_seq_counts_once,
              test_fence_and_window, test_many_devices_and_expiry)
