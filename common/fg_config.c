@@ -974,3 +974,24 @@ void fg_conf_cli_free(fg_conf_cli *cli)
     cli->sets = NULL;
     cli->nsets = 0;
 }
+
+fg_market_map *fg_market_map_from(const fg_conf_kvs *markets, char *errbuf,
+                                  size_t errlen)
+{
+    fg_market_map *mm = fg_market_map_new();
+    if (!mm) {
+        snprintf(errbuf, errlen, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; markets && i < markets->n; i++) {
+        char e[256];
+        const fg_conf_kv *kv = &markets->items[i];
+        if (fg_market_map_allow(mm, kv->key, kv->value, e, sizeof(e)) !=
+            FG_OK) {
+            snprintf(errbuf, errlen, "markets.%s: %s", kv->key, e);
+            fg_market_map_free(mm);
+            return NULL;
+        }
+    }
+    return mm;
+}

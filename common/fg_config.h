@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fg_region.h"
 #include "fg_status.h"
 
 typedef enum fg_conf_type {
@@ -124,6 +125,13 @@ typedef struct fg_conf_cli {
  * argument), or FG_ENOMEM. Free with fg_conf_cli_free. @thread main */
 fg_status fg_conf_cli_parse(fg_conf_cli *cli, int argc, char **argv);
 void fg_conf_cli_free(fg_conf_cli *cli);
+
+/* Builds a market map from [markets] pass-through keys (market = comma-
+ * separated countries). NULL with errbuf naming the bad key
+ * ("markets.EU: ...") or when out of memory. Caller frees with
+ * fg_market_map_free. */
+fg_market_map *fg_market_map_from(const fg_conf_kvs *markets, char *errbuf,
+                                  size_t errlen);
 
 /* Writes one block per slot: key, type, default, env variable, description.
  * For --help. */

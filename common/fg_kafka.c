@@ -189,3 +189,17 @@ void fg_kafka_log_topics_created(rd_kafka_event_t *ev)
                         rd_kafka_err2name(err));
     }
 }
+
+rd_kafka_conf_t *fg_kafka_conf_base(const char *client_id, char *errbuf,
+                                    size_t errlen)
+{
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    if (fg_kafka_conf_set(kc, "bootstrap.servers", "127.0.0.1:9092", errbuf,
+                          errlen) != FG_OK ||
+        fg_kafka_conf_set(kc, "client.id", client_id, errbuf, errlen) !=
+            FG_OK) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    return kc;
+}

@@ -72,6 +72,12 @@ void fg_kafka_log_topics_created(rd_kafka_event_t *ev);
 void fg_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                      const char *buf);
 
+/* A new configuration with fleetgate's defaults every client shares:
+ * bootstrap.servers 127.0.0.1:9092 (kafka.* keys override it later) and
+ * client.id. Caller owns the result; NULL with errbuf on error. */
+rd_kafka_conf_t *fg_kafka_conf_base(const char *client_id, char *errbuf,
+                                    size_t errlen);
+
 /* Applies every key of kvs to conf (borrowed) with rd_kafka_conf_set.
  * Returns FG_EINVAL with errbuf naming the first bad key ("kafka.<key>"). */
 fg_status fg_kafka_conf_apply(rd_kafka_conf_t *conf, const fg_conf_kvs *kvs,

@@ -246,25 +246,11 @@ out:
     return rc;
 }
 
-static rd_kafka_conf_t *base_conf(const ctl_config *cfg, char *errbuf,
-                                  size_t errlen)
-{
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    if (fg_kafka_conf_set(kc, "bootstrap.servers", "127.0.0.1:9092", errbuf,
-                          errlen) != FG_OK ||
-        fg_kafka_conf_set(kc, "client.id", cfg->ctl_id, errbuf, errlen) !=
-            FG_OK) {
-        rd_kafka_conf_destroy(kc);
-        return NULL;
-    }
-    return kc;
-}
-
 rd_kafka_conf_t *ctl_config_producer(const ctl_config *cfg, char *errbuf,
                                      size_t errlen)
 {
     char timeout[32];
-    rd_kafka_conf_t *kc = base_conf(cfg, errbuf, errlen);
+    rd_kafka_conf_t *kc = fg_kafka_conf_base(cfg->ctl_id, errbuf, errlen);
     if (!kc)
         return NULL;
     snprintf(timeout, sizeof(timeout), "%lld",
@@ -306,7 +292,7 @@ rd_kafka_conf_t *ctl_config_consumer(const ctl_config *cfg, const char *group,
         "request.timeout.ms", "compression.level", "max.in.flight",
         "max.in.flight.requests.per.connection",
     };
-    rd_kafka_conf_t *kc = base_conf(cfg, errbuf, errlen);
+    rd_kafka_conf_t *kc = fg_kafka_conf_base(cfg->ctl_id, errbuf, errlen);
     if (!kc)
         return NULL;
     for (size_t i = 0; i < cfg->kafka.n; i++) {

@@ -270,34 +270,16 @@ fg_status sc_config_overrides(const sc_config *cfg, sc_engine *e,
 fg_market_map *sc_config_markets(const sc_config *cfg, char *errbuf,
                                  size_t errlen)
 {
-    fg_market_map *mm = fg_market_map_new();
-    if (!mm) {
-        snprintf(errbuf, errlen, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < cfg->markets.n; i++) {
-        char e[256];
-        const fg_conf_kv *kv = &cfg->markets.items[i];
-        if (fg_market_map_allow(mm, kv->key, kv->value, e, sizeof(e)) !=
-            FG_OK) {
-            snprintf(errbuf, errlen, "markets.%s: %s", kv->key, e);
-            fg_market_map_free(mm);
-            return NULL;
-        }
-    }
-    return mm;
+    return fg_market_map_from(&cfg->markets, errbuf, errlen);
 }
 
 static rd_kafka_conf_t *conf_with(const sc_config *cfg,
                                   const char *const (*defs)[2], size_t ndefs,
                                   char *errbuf, size_t errlen)
 {
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    if (fg_kafka_conf_set(kc, "bootstrap.servers", "127.0.0.1:9092", errbuf,
-                          errlen) != FG_OK ||
-        fg_kafka_conf_set(kc, "client.id", cfg->scorer_id, errbuf, errlen) !=
-            FG_OK)
-        goto fail;
+    rd_kafka_conf_t *kc = fg_kafka_conf_base(cfg->scorer_id, errbuf, errlen);
+    if (!kc)
+        return NULL;
     for (size_t i = 0; i < ndefs; i++)
         if (fg_kafka_conf_set(kc, defs[i][0], defs[i][1], errbuf, errlen) !=
             FG_OK)

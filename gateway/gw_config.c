@@ -216,42 +216,13 @@ void gw_config_free(gw_config *cfg)
 fg_market_map *gw_config_markets(const gw_config *cfg, char *errbuf,
                                  size_t errlen)
 {
-    fg_market_map *mm = fg_market_map_new();
-    if (!mm) {
-        snprintf(errbuf, errlen, "out of memory");
-        return NULL;
-    }
-    for (size_t i = 0; i < cfg->markets.n; i++) {
-        char e[256];
-        const fg_conf_kv *kv = &cfg->markets.items[i];
-        if (fg_market_map_allow(mm, kv->key, kv->value, e, sizeof(e)) !=
-            FG_OK) {
-            snprintf(errbuf, errlen, "markets.%s: %s", kv->key, e);
-            fg_market_map_free(mm);
-            return NULL;
-        }
-    }
-    return mm;
-}
-
-static rd_kafka_conf_t *base_conf(const gw_config *cfg, char *errbuf,
-                                  size_t errlen)
-{
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    if (fg_kafka_conf_set(kc, "bootstrap.servers", "127.0.0.1:9092", errbuf,
-                          errlen) != FG_OK ||
-        fg_kafka_conf_set(kc, "client.id", cfg->gw_id, errbuf, errlen) !=
-            FG_OK) {
-        rd_kafka_conf_destroy(kc);
-        return NULL;
-    }
-    return kc;
+    return fg_market_map_from(&cfg->markets, errbuf, errlen);
 }
 
 rd_kafka_conf_t *gw_config_producer(const gw_config *cfg, char *errbuf,
                                     size_t errlen)
 {
-    rd_kafka_conf_t *kc = base_conf(cfg, errbuf, errlen);
+    rd_kafka_conf_t *kc = fg_kafka_conf_base(cfg->gw_id, errbuf, errlen);
     if (!kc)
         return NULL;
     static const char *defaults[][2] = {
@@ -278,7 +249,7 @@ fail:
 rd_kafka_conf_t *gw_config_consumer(const gw_config *cfg, char *errbuf,
                                     size_t errlen)
 {
-    rd_kafka_conf_t *kc = base_conf(cfg, errbuf, errlen);
+    rd_kafka_conf_t *kc = fg_kafka_conf_base(cfg->gw_id, errbuf, errlen);
     if (!kc)
         return NULL;
     /* Producer-only keys are meaningless here: keep the shared ones. */
