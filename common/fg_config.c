@@ -995,3 +995,20 @@ fg_market_map *fg_market_map_from(const fg_conf_kvs *markets, char *errbuf,
     }
     return mm;
 }
+
+fg_conf_cli_next fg_conf_cli_start(fg_conf_cli *cli, int argc, char **argv,
+                                   const char *prog,
+                                   void (*usage)(FILE *out, const char *argv0))
+{
+    if (fg_conf_cli_parse(cli, argc, argv) != FG_OK)
+        return FG_CONF_CLI_EXIT_FAIL;
+    if (cli->help) {
+        usage(stdout, argv[0]);
+        return FG_CONF_CLI_EXIT_OK;
+    }
+    if (cli->version) {
+        printf("%s %s\n", prog, FG_VERSION);
+        return FG_CONF_CLI_EXIT_OK;
+    }
+    return FG_CONF_CLI_CONTINUE;
+}

@@ -126,6 +126,20 @@ typedef struct fg_conf_cli {
 fg_status fg_conf_cli_parse(fg_conf_cli *cli, int argc, char **argv);
 void fg_conf_cli_free(fg_conf_cli *cli);
 
+/* What a daemon does after fg_conf_cli_start. */
+typedef enum fg_conf_cli_next {
+    FG_CONF_CLI_CONTINUE = 0, /* load the configuration and run */
+    FG_CONF_CLI_EXIT_OK = 1,  /* --help or --version was printed */
+    FG_CONF_CLI_EXIT_FAIL = 2 /* a usage error was reported */
+} fg_conf_cli_next;
+
+/* The prologue every daemon shares: fg_conf_cli_parse, then --help (calls
+ * usage(stdout, argv[0])) and --version ("<prog> <version>"). cli is filled
+ * either way; free it with fg_conf_cli_free. @thread main */
+fg_conf_cli_next fg_conf_cli_start(fg_conf_cli *cli, int argc, char **argv,
+                                   const char *prog,
+                                   void (*usage)(FILE *out, const char *argv0));
+
 /* Builds a market map from [markets] pass-through keys (market = comma-
  * separated countries). NULL with errbuf naming the bad key
  * ("markets.EU: ...") or when out of memory. Caller frees with

@@ -202,17 +202,10 @@ ctl_cli ctl_config_load(ctl_config *cfg, int argc, char **argv)
                        ? CTL_CLI_EXIT_OK
                        : CTL_CLI_EXIT_FAIL;
         }
-    if (fg_conf_cli_parse(&cli, argc, argv) != FG_OK)
-        goto out;
-    if (cli.help) {
-        usage(stdout, argv[0]);
-        rc = CTL_CLI_EXIT_OK;
-        goto out;
-    }
-    if (cli.version) {
-        printf("fleetgate-control %s\n", FG_VERSION);
-        rc = CTL_CLI_EXIT_OK;
-        goto out;
+    switch (fg_conf_cli_start(&cli, argc, argv, "fleetgate-control", usage)) {
+    case FG_CONF_CLI_EXIT_OK: rc = CTL_CLI_EXIT_OK; goto out;
+    case FG_CONF_CLI_EXIT_FAIL: goto out;
+    case FG_CONF_CLI_CONTINUE: break;
     }
     fg_conf_passthrough pt[] = {
         {"kafka.", &cfg->kafka},

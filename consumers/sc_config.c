@@ -184,17 +184,10 @@ sc_cli sc_config_load(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
     sc_cli rc = SC_CLI_EXIT_FAIL;
     char err[512];
     memset(&cli, 0, sizeof(cli));
-    if (fg_conf_cli_parse(&cli, argc, argv) != FG_OK)
-        goto out;
-    if (cli.help) {
-        usage(stdout, argv[0]);
-        rc = SC_CLI_EXIT_OK;
-        goto out;
-    }
-    if (cli.version) {
-        printf("fleetgate-scorer %s\n", FG_VERSION);
-        rc = SC_CLI_EXIT_OK;
-        goto out;
+    switch (fg_conf_cli_start(&cli, argc, argv, "fleetgate-scorer", usage)) {
+    case FG_CONF_CLI_EXIT_OK: rc = SC_CLI_EXIT_OK; goto out;
+    case FG_CONF_CLI_EXIT_FAIL: goto out;
+    case FG_CONF_CLI_CONTINUE: break;
     }
     fg_conf_passthrough pt[] = {
         {"kafka.", &cfg->kafka},

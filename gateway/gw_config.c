@@ -160,17 +160,10 @@ gw_cli gw_config_load(gw_config *cfg, int argc, char **argv)
     gw_cli rc = GW_CLI_EXIT_FAIL;
     char err[512];
     memset(&cli, 0, sizeof(cli));
-    if (fg_conf_cli_parse(&cli, argc, argv) != FG_OK)
-        goto out;
-    if (cli.help) {
-        usage(stdout, argv[0]);
-        rc = GW_CLI_EXIT_OK;
-        goto out;
-    }
-    if (cli.version) {
-        printf("fleetgate-gateway %s\n", FG_VERSION);
-        rc = GW_CLI_EXIT_OK;
-        goto out;
+    switch (fg_conf_cli_start(&cli, argc, argv, "fleetgate-gateway", usage)) {
+    case FG_CONF_CLI_EXIT_OK: rc = GW_CLI_EXIT_OK; goto out;
+    case FG_CONF_CLI_EXIT_FAIL: goto out;
+    case FG_CONF_CLI_CONTINUE: break;
     }
     fg_conf_passthrough pt[] = {
         {"kafka.", &cfg->kafka},
