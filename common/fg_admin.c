@@ -16,6 +16,12 @@ struct fg_admin {
     void *ud;
     int draining;
     int port;
+    struct {
+        const char *path;
+        fg_http_handler handler;
+        void *ud;
+    } routes[FG_ADMIN_MAX_ROUTES];
+    size_t nroutes;
 };
 
 static void on_admin(void *ud, fg_http_req *req)
@@ -23,6 +29,22 @@ static void on_admin(void *ud, fg_http_req *req)
     fg_admin *a = ud;
     const char *path = fg_http_req_path(req, NULL);
     fg_http_method meth = fg_http_req_method(req);
+    for (size_t i = 0; i < a->nroutes; i++) {
+        if (strcmp(path, a->routes[i].path) != 0)
+            continue;
+        if (meth != FG_HTTP_POST) {
+            fg_http_respond_error(req, 405, "method_not_allowed", "use POST",
+                                  "Allow: POST\r\n");
+            return;
+        }
+        a->routes[i].handler(a->routes[i].ud, req);
+        return;
+    }
+    if (strcmp(path, "/metrics") != 0 && strcmp(path, "/healthz") != 0 &&
+        strcmp(path, "/readyz") != 0) {
+        fg_http_respond_error(req, 404, "not_found", NULL, NULL);
+        return;
+    }
     if (meth != FG_HTTP_GET && meth != FG_HTTP_HEAD) {
         fg_http_respond_error(req, 405, "method_not_allowed", "use GET",
                               "Allow: GET, HEAD\r\n");
@@ -59,7 +81,6 @@ static void on_admin(void *ud, fg_http_req *req)
                         (size_t)n, NULL);
         return;
     }
-    fg_http_respond_error(req, 404, "not_found", NULL, NULL);
 }
 
 fg_admin *fg_admin_new(struct event_base *base, const char *addr,
@@ -95,6 +116,18 @@ fg_admin *fg_admin_new(struct event_base *base, const char *addr,
         return NULL;
     }
     return a;
+}
+
+fg_status fg_admin_post_route(fg_admin *a, const char *path,
+                              fg_http_handler handler, void *ud)
+{
+    if (a->nroutes == FG_ADMIN_MAX_ROUTES)
+        return FG_ETOOBIG;
+    a->routes[a->nroutes].path = path;
+    a->routes[a->nroutes].handler = handler;
+    a->routes[a->nroutes].ud = ud;
+    a->nroutes++;
+    return FG_OK;
 }
 
 void fg_admin_set_draining(fg_admin *a)

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "fg_http.h"
 #include "fg_metrics.h"
 
 struct event_base;
@@ -23,6 +24,16 @@ typedef const char *(*fg_admin_ready_fn)(void *ud);
 fg_admin *fg_admin_new(struct event_base *base, const char *addr,
                        fg_metrics *m, fg_admin_ready_fn ready, void *ud,
                        char *errbuf, size_t errlen);
+
+/* Most extra routes one admin listener takes. */
+#define FG_ADMIN_MAX_ROUTES 4
+
+/* Adds POST path (exact match; borrowed, must outlive the listener) served
+ * by handler(ud, req), which answers as any fg_http handler. For operator
+ * or test hooks a daemon opts into; GET routes stay the fixed three.
+ * FG_ETOOBIG past FG_ADMIN_MAX_ROUTES. @thread the loop's */
+fg_status fg_admin_post_route(fg_admin *a, const char *path,
+                              fg_http_handler handler, void *ud);
 
 /* From now on /readyz answers 503 "draining". @thread the loop's */
 void fg_admin_set_draining(fg_admin *a);

@@ -64,6 +64,10 @@ static const fg_conf_slot gw_slots[] = {
             0, 3600000,
             "Once deliveries have failed or all brokers were down this long, "
             "new check-ins get 503 at once."),
+    GW_SLOT("gateway.fault_injection", FG_CONF_BOOL, "false", fault_injection,
+            0, 0,
+            "For tests only: the admin listener takes POST /fault/kafka-fatal, "
+            "which raises a real librdkafka fatal error in every producer."),
     GW_SLOT("log.level", FG_CONF_STR, "info", log_level, 0, 0,
             "debug, info, warn or error."),
     FG_CONF_END,

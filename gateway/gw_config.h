@@ -6,6 +6,7 @@
 #define GW_CONFIG_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "fg_config.h"
@@ -34,6 +35,7 @@ typedef struct gw_config {
     int64_t next_checkin_s;
     int64_t retry_after_s;
     int64_t broker_down_ms;
+    bool fault_injection;
     /* derived */
     gw_ack ack;
     char gw_id[65];

@@ -35,6 +35,7 @@ struct gw_ingest_metrics {
     fg_counter *locked;
     fg_counter *delivery_errors;
     fg_counter *produce_errors;
+    fg_counter *producer_restarts;
     fg_histogram *latency;
 };
 
@@ -88,11 +89,15 @@ struct gw_worker {
     atomic_int done;
     struct event_base *base;
     fg_http_server *srv;
+    /* The producer and its handles. Replaced on this worker's loop after a
+     * fatal error; pmu guards them against the prober and metrics threads
+     * while that happens (the loop itself never waits on it otherwise). */
+    pthread_mutex_t pmu;
     rd_kafka_t *p;
     rd_kafka_topic_t *rkt;
     rd_kafka_queue_t *q;
     fg_kafka_pump *pump;
-    struct event *stop_ev, *drain_tick;
+    struct event *stop_ev, *drain_tick, *rebuild_ev;
     int64_t drain_deadline;
     gw_lockview view;
     _Atomic int64_t down_since; /* ms; 0 = brokers fine */
@@ -133,6 +138,9 @@ gw_ingest_metrics *gw_ingest_metrics_new(fg_metrics *m)
     mx->produce_errors = fg_metrics_counter(
         m, "fleetgate_produce_errors_total",
         "Records refused at produce time (queue full or producer failed).", "");
+    mx->producer_restarts = fg_metrics_counter(
+        m, "fleetgate_producer_restarts_total",
+        "Producers replaced after a fatal librdkafka error.", "");
     static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                     0.025,  0.05,  0.1,    0.25,  0.5,
                                     1,      2.5,   5,      10};
@@ -682,8 +690,12 @@ static void on_kafka_event(void *ud, rd_kafka_event_t *ev)
                "worker=%d err=%s fatal=%d text=%s", w->index,
                rd_kafka_err2name(err), fatal,
                fg_log_quote(rd_kafka_event_error_string(ev), q, sizeof(q)));
-        if (fatal)
-            atomic_store(&w->fatal, 1);
+        if (fatal && !atomic_exchange(&w->fatal, 1)) {
+            /* The producer can't be used again (its idempotence state is
+             * gone): replace it once the loop is back from this event. */
+            struct timeval now = {0, 0};
+            evtimer_add(w->rebuild_ev, &now);
+        }
         if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
             mark_down(w, now_ms(w));
         break;
@@ -697,7 +709,7 @@ static void on_kafka_event(void *ud, rd_kafka_event_t *ev)
 
 static void finish_loop(gw_worker *w)
 {
-    if (rd_kafka_outq_len(w->p) > 0) {
+    if (w->p && rd_kafka_outq_len(w->p) > 0) {
         /* Out of time: anything not acknowledged is answered 503. */
         rd_kafka_purge(w->p, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         fg_kafka_pump_run(w->pump);
@@ -714,14 +726,14 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     int busy = fg_http_server_inflight(w->srv) > 0 ||
                fg_http_server_connections(w->srv) > 0 ||
-               rd_kafka_outq_len(w->p) > 0;
+               (w->p && rd_kafka_outq_len(w->p) > 0);
     if (busy && now_ms(w) < w->drain_deadline) {
         struct timeval tv = {0, 20 * 1000};
         evtimer_add(w->drain_tick, &tv);
         return;
     }
     fg_log_info("worker_stopped", "worker=%d unacked=%d", w->index,
-                rd_kafka_outq_len(w->p));
+                w->p ? rd_kafka_outq_len(w->p) : 0);
     finish_loop(w);
 }
 
@@ -737,6 +749,100 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
     on_drain_tick(-1, 0, w);
 }
 
+/* Creates the worker's producer, topic handle, queue and pump.
+ * 0, or -1 with errbuf. */
+static int producer_open(gw_worker *w, char *errbuf, size_t errlen)
+{
+    const gw_config *cfg = w->sh->cfg;
+    rd_kafka_conf_t *kc = gw_config_producer(cfg, errbuf, errlen);
+    if (!kc)
+        return -1;
+    char cid[96];
+    snprintf(cid, sizeof(cid), "%s-w%d", cfg->gw_id, w->index);
+    if (fg_kafka_conf_set(kc, "client.id", cid, errbuf, errlen) != FG_OK) {
+        rd_kafka_conf_destroy(kc);
+        return -1;
+    }
+    rd_kafka_conf_set_events(kc, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
+    rd_kafka_conf_set_log_cb(kc, fg_kafka_log_cb);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errbuf, errlen);
+    if (!p) {
+        rd_kafka_conf_destroy(kc);
+        return -1;
+    }
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(p, cfg->topic, NULL);
+    rd_kafka_queue_t *q = rkt ? rd_kafka_queue_get_main(p) : NULL;
+    fg_kafka_pump *pump = q ? fg_kafka_pump_new(w->base, q, 2000, on_kafka_event,
+                                                w, errbuf, errlen)
+                            : NULL;
+    if (!pump) {
+        if (!rkt)
+            snprintf(errbuf, errlen, "cannot create topic handle %s", cfg->topic);
+        if (q)
+            rd_kafka_queue_destroy(q);
+        if (rkt)
+            rd_kafka_topic_destroy(rkt);
+        rd_kafka_destroy(p);
+        return -1;
+    }
+    pthread_mutex_lock(&w->pmu);
+    w->p = p;
+    w->rkt = rkt;
+    w->q = q;
+    w->pump = pump;
+    pthread_mutex_unlock(&w->pmu);
+    return 0;
+}
+
+static void producer_close(gw_worker *w)
+{
+    pthread_mutex_lock(&w->pmu);
+    fg_kafka_pump_free(w->pump);
+    if (w->q)
+        rd_kafka_queue_destroy(w->q);
+    if (w->rkt)
+        rd_kafka_topic_destroy(w->rkt);
+    if (w->p)
+        rd_kafka_destroy(w->p);
+    w->pump = NULL;
+    w->q = NULL;
+    w->rkt = NULL;
+    w->p = NULL;
+    pthread_mutex_unlock(&w->pmu);
+}
+
+/* After a fatal error: every record the old producer still holds fails
+ * (its device gets 503 and retries; none was answered 200), then a new
+ * producer (a new idempotent identity) takes over. Retried every 5 s while
+ * a new one can't be created. */
+static void on_rebuild(evutil_socket_t fd, short what, void *arg)
+{
+    gw_worker *w = arg;
+    char err[256], q[300];
+    (void)fd;
+    (void)what;
+    if (w->p) {
+        int left = rd_kafka_outq_len(w->p);
+        /* Blocking purge: the failed records' delivery reports are on the
+         * queue when it returns; answer them before their pump goes. */
+        rd_kafka_purge(w->p, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        fg_kafka_pump_run(w->pump);
+        fg_log_warn("producer_replacing", "worker=%d purged=%d", w->index, left);
+        producer_close(w);
+    }
+    if (producer_open(w, err, sizeof(err)) != 0) {
+        fg_log_error("producer_replace_failed", "worker=%d err=%s", w->index,
+                     fg_log_quote(err, q, sizeof(q)));
+        struct timeval later = {5, 0};
+        evtimer_add(w->rebuild_ev, &later);
+        return;
+    }
+    atomic_store(&w->down_since, 0);
+    atomic_store(&w->fatal, 0);
+    fg_counter_add(w->mx->producer_restarts, 1);
+    fg_log_info("producer_replaced", "worker=%d", w->index);
+}
+
 static void *worker_main(void *arg)
 {
     gw_worker *w = arg;
@@ -749,12 +855,12 @@ gw_worker *gw_worker_new(gw_shared *sh, int index, char *errbuf,
                          size_t errlen)
 {
     gw_worker *w = calloc(1, sizeof(*w));
-    rd_kafka_conf_t *kc = NULL;
     int fd = -1;
     if (!w) {
         snprintf(errbuf, errlen, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&w->pmu, NULL);
     w->sh = sh;
     w->mx = sh->mx;
     w->index = index;
@@ -765,29 +871,7 @@ gw_worker *gw_worker_new(gw_shared *sh, int index, char *errbuf,
         snprintf(errbuf, errlen, "cannot create an event loop");
         goto fail;
     }
-    kc = gw_config_producer(sh->cfg, errbuf, errlen);
-    if (!kc)
-        goto fail;
-    char cid[96];
-    snprintf(cid, sizeof(cid), "%s-w%d", sh->cfg->gw_id, index);
-    if (fg_kafka_conf_set(kc, "client.id", cid, errbuf, errlen) != FG_OK)
-        goto fail;
-    rd_kafka_conf_set_events(kc, RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR);
-    rd_kafka_conf_set_log_cb(kc, fg_kafka_log_cb);
-    w->p = rd_kafka_new(RD_KAFKA_PRODUCER, kc, errbuf, errlen);
-    if (!w->p)
-        goto fail;
-    kc = NULL;
-    w->rkt = rd_kafka_topic_new(w->p, sh->cfg->topic, NULL);
-    if (!w->rkt) {
-        snprintf(errbuf, errlen, "cannot create topic handle %s",
-                 sh->cfg->topic);
-        goto fail;
-    }
-    w->q = rd_kafka_queue_get_main(w->p);
-    w->pump = fg_kafka_pump_new(w->base, w->q, 2000, on_kafka_event, w, errbuf,
-                                errlen);
-    if (!w->pump)
+    if (producer_open(w, errbuf, errlen) != 0)
         goto fail;
     fd = fg_http_listen(sh->cfg->listen, 1, errbuf, errlen);
     if (fd < 0)
@@ -807,7 +891,8 @@ gw_worker *gw_worker_new(gw_shared *sh, int index, char *errbuf,
     fg_http_server_on_reject(w->srv, on_reject);
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->drain_tick = evtimer_new(w->base, on_drain_tick, w);
-    if (!w->stop_ev || !w->drain_tick) {
+    w->rebuild_ev = evtimer_new(w->base, on_rebuild, w);
+    if (!w->stop_ev || !w->drain_tick || !w->rebuild_ev) {
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
@@ -815,8 +900,6 @@ gw_worker *gw_worker_new(gw_shared *sh, int index, char *errbuf,
 fail:
     if (fd >= 0)
         close(fd);
-    if (kc)
-        rd_kafka_conf_destroy(kc);
     gw_worker_free(w);
     return NULL;
 }
@@ -853,7 +936,20 @@ int gw_worker_healthy(const gw_worker *w)
 
 int gw_worker_outq(const gw_worker *w)
 {
-    return w->p ? rd_kafka_outq_len(w->p) : 0;
+    gw_worker *mw = (gw_worker *)w;
+    pthread_mutex_lock(&mw->pmu);
+    int n = mw->p ? rd_kafka_outq_len(mw->p) : 0;
+    pthread_mutex_unlock(&mw->pmu);
+    return n;
+}
+
+void gw_worker_inject_fatal(gw_worker *w)
+{
+    pthread_mutex_lock(&w->pmu);
+    if (w->p && !atomic_load(&w->fatal))
+        rd_kafka_test_fatal_error(w->p, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                  "fault injection (gateway.fault_injection)");
+    pthread_mutex_unlock(&w->pmu);
 }
 
 /* ---- recovery probe ---- */
@@ -872,7 +968,10 @@ static void probe_worker(gw_worker *w)
     if (atomic_load(&w->down_since) == 0 || atomic_load(&w->fatal))
         return;
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(w->p, 0, w->rkt, &md, 1000);
+    pthread_mutex_lock(&w->pmu);
+    rd_kafka_resp_err_t err = w->p ? rd_kafka_metadata(w->p, 0, w->rkt, &md, 1000)
+                                   : RD_KAFKA_RESP_ERR__STATE;
+    pthread_mutex_unlock(&w->pmu);
     int ok = err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1 &&
              md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
              md->broker_cnt > 0;
@@ -947,13 +1046,10 @@ void gw_worker_free(gw_worker *w)
         event_free(w->stop_ev);
     if (w->drain_tick)
         event_free(w->drain_tick);
-    fg_kafka_pump_free(w->pump);
-    if (w->q)
-        rd_kafka_queue_destroy(w->q);
-    if (w->rkt)
-        rd_kafka_topic_destroy(w->rkt);
-    if (w->p)
-        rd_kafka_destroy(w->p);
+    if (w->rebuild_ev)
+        event_free(w->rebuild_ev);
+    producer_close(w);
+    pthread_mutex_destroy(&w->pmu);
     if (w->view.snap)
         gw_lockview_release(&w->view, w->sh->locks);
     if (w->base)

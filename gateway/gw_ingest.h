@@ -75,6 +75,10 @@ void gw_prober_stop(gw_prober *pr);
 
 /* Joins the thread (if started) and frees everything. NULL is a no-op.
  * @thread main */
+/* Raises a real librdkafka fatal error in w's producer (as a broker
+ * fencing it would), for gateway.fault_injection. @thread any */
+void gw_worker_inject_fatal(gw_worker *w);
+
 void gw_worker_free(gw_worker *w);
 
 #endif

@@ -81,6 +81,20 @@ static double queue_depth_fn(void *ud)
     return n;
 }
 
+/* POST /fault/kafka-fatal on the admin listener (gateway.fault_injection
+ * only): every producer gets a real fatal error, as if the broker had
+ * fenced it, so tests can watch the gateway replace them. */
+static void on_fault_fatal(void *ud, fg_http_req *req)
+{
+    gw_app *app = ud;
+    char body[64];
+    for (int i = 0; i < app->nworkers; i++)
+        gw_worker_inject_fatal(app->workers[i]);
+    fg_log_warn("fault_injected", "kind=kafka_fatal workers=%d", app->nworkers);
+    int n = snprintf(body, sizeof(body), "{\"injected\":%d}", app->nworkers);
+    fg_http_respond(req, 202, "application/json", body, (size_t)n, NULL);
+}
+
 static double connections_fn(void *ud)
 {
     return (double)atomic_load(&((gw_shared *)ud)->budget.open);
@@ -163,6 +177,10 @@ int main(int argc, char **argv)
         fg_log_error("startup_failed", "err=%s", fg_log_quote(err, q, sizeof(q)));
         goto out;
     }
+    if (app.cfg.fault_injection &&
+        fg_admin_post_route(app.admin, "/fault/kafka-fatal", on_fault_fatal,
+                            &app) != FG_OK)
+        goto out;
     fg_metrics_gauge_fn(m, "fleetgate_producer_queue_depth",
                         "Records held by the producers (queued, in flight or "
                         "awaiting their delivery report).",
