@@ -66,8 +66,17 @@ class RedisServer:
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="fg-sct-redis-")
-        self.port = fgtest.free_port()
-        self.start()
+        # Another test may take the port between free_port() and the bind;
+        # redis-ctl then fails (it checks the server is its own): retry.
+        for attempt in range(5):
+            self.port = fgtest.free_port()
+            try:
+                self.start()
+                break
+            except fgtest.FgTestError:
+                if attempt == 4:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    raise
 
     def _ctl(self, *args):
         p = subprocess.run([REDIS_CTL, *args], stdout=subprocess.PIPE,
