@@ -16,6 +16,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "fg_utf8.h"
+
 /* Deepest container nesting accepted in a msgpack body (the body itself is
  * level 1). */
 #define FG_MSGPACK_MAX_DEPTH 32
@@ -120,73 +122,6 @@ static fg_status err_set(fg_checkin_error *err, const char *code,
 
 /* ---- validation ------------------------------------------------------ */
 
-enum { UTF8_OK = 0, UTF8_BAD = -1, UTF8_CONTROL = -2 };
-
-/* Strict UTF-8 check (no overlongs, surrogates or code points over
- * U+10FFFF) that also refuses C0 controls, DEL and NUL. Counts code points
- * into *count. */
-static int utf8_scan(const unsigned char *s, size_t len, size_t *count)
-{
-    const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
-    size_t i = 0, n = 0;
-    while (i < len) {
-        unsigned c;
-        /* Eight bytes at a time while all are printable ASCII: no byte
-         * >= 0x80, none below 0x20 and no DEL (a zero byte in w ^ DELs). */
-        while (len - i >= 8) {
-            uint64_t w, x;
-            memcpy(&w, s + i, 8);
-            x = w ^ (ones * 0x7f);
-            if (((w | ((w - ones * 0x20) & ~w) | ((x - ones) & ~x)) &
-                 highs) != 0)
-                break;
-            i += 8;
-            n += 8;
-        }
-        if (i >= len)
-            break;
-        c = s[i];
-        size_t need;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return UTF8_CONTROL;
-            i++;
-            n++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            if (c == 0xe0)
-                lo = 0xa0; /* overlong */
-            else if (c == 0xed)
-                hi = 0x9f; /* surrogates */
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            if (c == 0xf0)
-                lo = 0x90; /* overlong */
-            else if (c == 0xf4)
-                hi = 0x8f; /* over U+10FFFF */
-        } else {
-            return UTF8_BAD;
-        }
-        if (need > len - i - 1)
-            return UTF8_BAD;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return UTF8_BAD;
-        for (size_t k = 2; k <= need; k++) {
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
-                return UTF8_BAD;
-        }
-        i += need + 1;
-        n++;
-    }
-    *count = n;
-    return UTF8_OK;
-}
-
 /* Bits lo..hi of a 64-bit mask, for the character classes below. */
 #define FG_BITS(lo, hi) (((~0ull) >> (63 - ((hi) - (lo)))) << (lo))
 
@@ -266,11 +201,11 @@ static fg_status check_text(int f, const fg_val *v, size_t max, char *out,
     int rc;
     if (v->kind != VK_STR)
         return wrong_type(err, f, "a string", v);
-    rc = utf8_scan((const unsigned char *)v->s, v->len, &cps);
-    if (rc == UTF8_BAD)
+    rc = fg_utf8_check((const unsigned char *)v->s, v->len, 0, &cps);
+    if (rc == FG_UTF8_BAD)
         return err_set(err, "invalid_value", field_name[f],
                        "%s is not valid UTF-8", field_name[f]);
-    if (rc == UTF8_CONTROL)
+    if (rc == FG_UTF8_CONTROL)
         return err_set(err, "invalid_value", field_name[f],
                        "%s contains a control character", field_name[f]);
     if (cps > max)
@@ -476,39 +411,6 @@ static void *arena_realloc(void *ud, void *ptr, size_t sz)
     return q;
 }
 
-/* Length of the strict UTF-8 sequence at p[0..n) whose lead byte is
- * >= 0x80 (no overlongs, surrogates or code points over U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0], lo = 0x80, hi = 0xbf;
-    size_t need;
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 2;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 3;
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-    } else {
-        return 0;
-    }
-    if (need >= n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t k = 2; k <= need; k++) {
-        if (p[k] < 0x80 || p[k] > 0xbf)
-            return 0;
-    }
-    return need + 1;
-}
-
 /* The four hex digits at p[0..n), or -1. */
 static long hex4(const unsigned char *p, size_t n)
 {
@@ -558,7 +460,7 @@ static const char *json_prescan(const unsigned char *p, size_t len,
         if (i >= len)
             break;
         if (p[i] >= 0x80) {
-            r = utf8_seq(p + i, len - i);
+            r = fg_utf8_seq(p + i, len - i);
             if (r == 0) {
                 *at = i;
                 return "invalid UTF-8";

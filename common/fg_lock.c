@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fg_utf8.h"
+
 /* Deepest container nesting the pre-scan accepts (a lock record needs 1). */
 #define FG_LOCK_SCAN_DEPTH 16
 _Static_assert(FG_LOCK_SCAN_DEPTH <= MSGPACK_EMBED_STACK_SIZE,
@@ -182,50 +184,6 @@ static bool scan_one(const char *buf, size_t len)
 
 /* ---- field validation ------------------------------------------------- */
 
-/* Strict UTF-8: rejects stray continuation bytes, overlong forms, UTF-16
- * surrogates (U+D800..U+DFFF), code points above U+10FFFF and truncated
- * sequences. */
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t need;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-            cp = c & 0x1f;
-            min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            cp = c & 0x0f;
-            min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
-            return false; /* 0x80..0xc1 (continuation, overlong lead), 0xf5.. */
-        }
-        if (n - i - 1 < need)
-            return false;
-        for (size_t k = 1; k <= need; k++) {
-            unsigned cc = s[i + k];
-            if ((cc & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (cc & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += need + 1;
-    }
-    return true;
-}
-
 static void set_err(char *errbuf, size_t errlen, const char *field,
                     const char *what)
 {
@@ -289,7 +247,8 @@ static fg_status take_str(const msgpack_object *o, const char *field,
         set_err(errbuf, errlen, field, "contains NUL");
         return FG_EINVAL;
     }
-    if (!utf8_valid((const unsigned char *)o->via.str.ptr, o->via.str.size)) {
+    if (fg_utf8_check((const unsigned char *)o->via.str.ptr, o->via.str.size, 1,
+                      NULL) != FG_UTF8_OK) {
         set_err(errbuf, errlen, field, "invalid UTF-8");
         return FG_EINVAL;
     }

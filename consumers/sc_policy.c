@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fg_utf8.h"
+
 #define SC_ACTOR "scorer"
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -243,50 +245,18 @@ static bool mode_parse(const char *s, sc_mode *m)
 
 /* ---- message templates ------------------------------------------------ */
 
-/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF)
- * without C0 controls or DEL: the text is shown on a phone. Returns NULL or
- * what is wrong. */
+/* The text is shown on a phone: strict UTF-8 without C0 controls or DEL.
+ * Returns NULL or what is wrong. */
 static const char *text_problem(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t need;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return "control character";
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            need = 1;
-            cp = c & 0x1f;
-            min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            need = 2;
-            cp = c & 0x0f;
-            min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            need = 3;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
-            return "invalid UTF-8";
-        }
-        if (n - i - 1 < need)
-            return "invalid UTF-8";
-        for (size_t j = 1; j <= need; j++) {
-            unsigned cc = s[i + j];
-            if ((cc & 0xc0) != 0x80)
-                return "invalid UTF-8";
-            cp = (cp << 6) | (cc & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return "invalid UTF-8";
-        i += need + 1;
+    switch (fg_utf8_check(s, n, 0, NULL)) {
+    case FG_UTF8_OK:
+        return NULL;
+    case FG_UTF8_CONTROL:
+        return "control character";
+    default:
+        return "invalid UTF-8";
     }
-    return NULL;
 }
 
 typedef enum tmpl_var {
