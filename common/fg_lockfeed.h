@@ -3,7 +3,7 @@
  * on an event loop and hands every record, decoded and validated, to a
  * callback. Used by the gateway (its lock table) and the scorer (its view of
  * the locks in force). Knows when it has caught up: every partition read to
- * its end once. */
+ * its end once. The Kafka side is fg_topicfeed's. */
 #ifndef FG_LOCKFEED_H
 #define FG_LOCKFEED_H
 
@@ -34,7 +34,7 @@ typedef void (*fg_lockfeed_batch_cb)(void *ud);
  * is a blocking metadata request, so it runs on a helper thread that
  * retries until the topic exists. Metrics (counters of records, invalid
  * records, tombstones, a lag gauge and a ready gauge) are registered in m
- * under prefix ("fleetgate_lock"). NULL with errbuf on error.
+ * under the prefix fleetgate_lock. NULL with errbuf on error.
  * @thread the loop's */
 fg_lockfeed *fg_lockfeed_new(struct event_base *base, rd_kafka_conf_t *conf,
                              const char *topic, fg_lockfeed_record_cb on_record,

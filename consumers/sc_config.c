@@ -28,6 +28,13 @@ static const fg_conf_slot sc_slots[] = {
     SC_SLOT("scorer.locks_topic", FG_CONF_STR, "fleet.region-locks",
             locks_topic, 0, 0,
             "Compacted topic decisions are published to and read back from."),
+    SC_SLOT("scorer.policies_topic", FG_CONF_STR, "fleet.region-policies",
+            policies_topic, 0, 0,
+            "Compacted topic of operator policies (fleetgate-control's PUT "
+            "/v1/regions/{code}/policy), followed from its beginning: a "
+            "record overrides the region's configured policy, a tombstone "
+            "restores it. Read to its end before the first decision. Empty: "
+            "configured policies only."),
     SC_SLOT("scorer.scores_topic", FG_CONF_STR, "fleet.region-scores",
             scores_topic, 0, 0, "Topic of per-region scores, every tick."),
     SC_SLOT("scorer.dlq_topic", FG_CONF_STR, "fleet.checkins.dlq", dlq_topic, 0,
@@ -256,6 +263,30 @@ fg_status sc_config_overrides(const sc_config *cfg, sc_engine *e,
             snprintf(errbuf, errlen, "policy.%s.%s", region, e2);
             return FG_EINVAL;
         }
+    }
+    return FG_OK;
+}
+
+fg_status sc_config_region_policy(const sc_config *cfg,
+                                  const sc_policy *defaults,
+                                  const char *region, sc_policy *out,
+                                  int *overridden, char *errbuf, size_t errlen)
+{
+    *out = *defaults;
+    *overridden = 0;
+    for (size_t i = 0; i < cfg->policy.n; i++) {
+        char r[16], e2[256];
+        const char *key;
+        if (split_policy_key(cfg->policy.items[i].key, r, sizeof(r), &key) !=
+                0 ||
+            strcmp(r, region) != 0)
+            continue;
+        if (sc_policy_set(out, key, cfg->policy.items[i].value, e2,
+                          sizeof(e2)) != FG_OK) {
+            snprintf(errbuf, errlen, "policy.%s.%s", region, e2);
+            return FG_EINVAL;
+        }
+        *overridden = 1;
     }
     return FG_OK;
 }

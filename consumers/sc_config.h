@@ -18,6 +18,7 @@ typedef struct sc_config {
     char *topic;
     char *group;
     char *locks_topic;
+    char *policies_topic; /* "" = no policy feed */
     char *scores_topic;
     char *dlq_topic;
     char *scores_format;
@@ -53,6 +54,18 @@ sc_cli sc_config_load(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
  * naming the key. */
 fg_status sc_config_overrides(const sc_config *cfg, sc_engine *e,
                               char *errbuf, size_t errlen);
+
+/* The configured policy of region: defaults with the region's
+ * [policy.<REGION>] keys applied, in file order (what sc_config_overrides
+ * gives the engine). *overridden is 1 when the region has such keys, else
+ * 0 (out is then *defaults). FG_OK, or FG_EINVAL with errbuf naming the
+ * key (not after a successful sc_config_load). All borrowed.
+ * @thread any */
+fg_status sc_config_region_policy(const sc_config *cfg,
+                                  const sc_policy *defaults,
+                                  const char *region, sc_policy *out,
+                                  int *overridden, char *errbuf,
+                                  size_t errlen);
 
 /* Builds the market map (NULL with errbuf on error). */
 fg_market_map *sc_config_markets(const sc_config *cfg, char *errbuf,

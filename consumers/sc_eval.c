@@ -13,6 +13,7 @@
 #include "fg_kafka.h"
 #include "fg_lockfeed.h"
 #include "fg_log.h"
+#include "sc_policyfeed.h"
 
 struct sc_eval {
     struct event_base *base;
@@ -20,6 +21,7 @@ struct sc_eval {
     sc_store *store;
     sc_engine *engine;
     fg_lockfeed *feed;
+    sc_policyfeed *policies; /* NULL: scorer.policies_topic is empty */
     rd_kafka_t *p;
     rd_kafka_topic_t *locks_rkt, *scores_rkt;
     rd_kafka_queue_t *q;
@@ -63,15 +65,23 @@ static void on_lock_record(void *ud, const char *region, const fg_lock *lk)
 
 /* ---- publishing ---- */
 
-/* Creates the compacted lock and score topics when they are missing; the
- * answer comes back on the loop like any other event. */
+static int policies_on(const sc_config *cfg)
+{
+    return cfg->policies_topic && cfg->policies_topic[0];
+}
+
+/* Creates the compacted lock and score topics, and the policies topic the
+ * scorer waits for (so a scorer without a control service still starts),
+ * when they are missing; the answer comes back on the loop like any other
+ * event. */
 static void ensure_topics(sc_eval *ev)
 {
     const fg_kafka_topic_spec specs[] = {
         {ev->cfg->locks_topic, 1, 1},
         {ev->cfg->scores_topic, 3, 1},
+        {ev->cfg->policies_topic, 1, 1},
     };
-    fg_kafka_create_topics(ev->p, ev->q, specs, 2);
+    fg_kafka_create_topics(ev->p, ev->q, specs, policies_on(ev->cfg) ? 3 : 2);
 }
 
 static void on_kafka_event(void *ud, rd_kafka_event_t *kev)
@@ -347,7 +357,9 @@ static void on_lease(void *ud, int ok, int64_t token)
         fg_log_info(ev->token > 0 ? "evaluator_lease_held"
                                   : "evaluator_lease_lost",
                     "token=%" PRId64, ev->token);
-    if (ev->token <= 0 || !fg_lockfeed_ready(ev->feed)) {
+    /* No decision before the locks in force and the operators' policies
+     * are known: a `never` holds from the first tick after a restart. */
+    if (ev->token <= 0 || sc_eval_waiting(ev)) {
         ev->busy = 0;
         return;
     }
@@ -376,8 +388,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 }
 
 sc_eval *sc_eval_new(struct event_base *base, const sc_config *cfg,
-                     sc_store *store, sc_engine *engine, fg_metrics *m,
-                     char *errbuf, size_t errlen)
+                     sc_store *store, sc_engine *engine,
+                     const sc_policy *defaults, const sc_rails *rails,
+                     fg_metrics *m, char *errbuf, size_t errlen)
 {
     sc_eval *ev = calloc(1, sizeof(*ev));
     if (!ev) {
@@ -405,10 +418,24 @@ sc_eval *sc_eval_new(struct event_base *base, const sc_config *cfg,
     if (!ev->locks_rkt || !ev->scores_rkt || !ev->pump)
         goto fail;
     ensure_topics(ev);
+    char gid[96];
+    if (policies_on(cfg)) {
+        kc = sc_config_consumer(cfg, errbuf, errlen);
+        if (!kc)
+            goto fail;
+        snprintf(gid, sizeof(gid), "%s-policyfeed", cfg->group);
+        if (fg_kafka_conf_set(kc, "group.id", gid, errbuf, errlen) != FG_OK) {
+            rd_kafka_conf_destroy(kc);
+            goto fail;
+        }
+        ev->policies = sc_policyfeed_new(base, kc, cfg, defaults, rails,
+                                         engine, m, errbuf, errlen);
+        if (!ev->policies)
+            goto fail;
+    }
     kc = sc_config_consumer(cfg, errbuf, errlen);
     if (!kc)
         goto fail;
-    char gid[96];
     snprintf(gid, sizeof(gid), "%s-lockfeed", cfg->group);
     if (fg_kafka_conf_set(kc, "group.id", gid, errbuf, errlen) != FG_OK) {
         rd_kafka_conf_destroy(kc);
@@ -445,9 +472,18 @@ fail:
     return NULL;
 }
 
+const char *sc_eval_waiting(const sc_eval *ev)
+{
+    if (!fg_lockfeed_ready(ev->feed))
+        return "lock_table_catching_up";
+    if (ev->policies && !sc_policyfeed_ready(ev->policies))
+        return "policies_catching_up";
+    return NULL;
+}
+
 int sc_eval_ready(const sc_eval *ev)
 {
-    return fg_lockfeed_ready(ev->feed);
+    return sc_eval_waiting(ev) == NULL;
 }
 
 int sc_eval_leader(const sc_eval *ev)
@@ -462,6 +498,7 @@ void sc_eval_free(sc_eval *ev)
     if (ev->tick)
         event_free(ev->tick);
     fg_lockfeed_free(ev->feed);
+    sc_policyfeed_free(ev->policies); /* before the engine it applies to */
     if (ev->p)
         rd_kafka_flush(ev->p, 0);
     fg_kafka_pump_free(ev->pump);

@@ -40,9 +40,7 @@ static const char *readiness(void *ud)
     sc_app *app = ud;
     if (!fg_redis_is_up(app->r))
         return "redis_unavailable";
-    if (!sc_eval_ready(app->eval))
-        return "lock_table_catching_up";
-    return NULL;
+    return sc_eval_waiting(app->eval);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -103,8 +101,8 @@ int main(int argc, char **argv)
     if (!app.store || !engine ||
         sc_config_overrides(&app.cfg, engine, err, sizeof(err)) != FG_OK)
         goto fail_err;
-    app.eval = sc_eval_new(app.base, &app.cfg, app.store, engine, m, err,
-                           sizeof(err));
+    app.eval = sc_eval_new(app.base, &app.cfg, app.store, engine, &defaults,
+                           &rails, m, err, sizeof(err));
     if (!app.eval)
         goto fail_err;
     engine = NULL; /* owned by the evaluator */
@@ -122,9 +120,14 @@ int main(int argc, char **argv)
         event_add(sigint, NULL) != 0)
         goto out;
     fg_log_info("started",
-                "id=%s admin=%s topic=%s group=%s redis=%s:%lld enforce=%d",
+                "id=%s admin=%s topic=%s group=%s policies=%s redis=%s:%lld "
+                "enforce=%d",
                 app.cfg.scorer_id, app.cfg.admin_listen, app.cfg.topic,
-                app.cfg.group, app.cfg.redis_host,
+                app.cfg.group,
+                app.cfg.policies_topic && app.cfg.policies_topic[0]
+                    ? app.cfg.policies_topic
+                    : "-",
+                app.cfg.redis_host,
                 (long long)app.cfg.redis_port, rails.enforce ? 1 : 0);
     event_base_dispatch(app.base);
     rc = 0;

@@ -130,6 +130,8 @@ class Topics:
                                          config={"cleanup.policy": "compact"})
         self.scores = fgtest.unique_topic("sc-scores", partitions=1)
         self.dlq = fgtest.unique_topic("sc-dlq", partitions=1)
+        self.policies = fgtest.unique_topic("sc-policies", partitions=1,
+                                            config={"cleanup.policy": "compact"})
 
 
 def lock_records(topic):
@@ -241,6 +243,7 @@ class Scorer:
             "scorer.locks_topic": topics.locks,
             "scorer.scores_topic": topics.scores,
             "scorer.dlq_topic": topics.dlq,
+            "scorer.policies_topic": topics.policies,
             "scorer.group": group or "sc-group-" + secrets.token_hex(4),
             "scorer.bucket": "1s",
             "scorer.window": "6s",
