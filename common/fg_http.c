@@ -3,17 +3,24 @@
  * parsed by http_parser. Bytes are read into a per-server scratch buffer and
  * parsed in place; a connection only holds memory of its own while a request
  * is partly received, in flight, or its answer is partly written, so idle
- * keep-alive connections cost a few hundred bytes. */
+ * keep-alive connections cost a few hundred bytes. A streamed answer turns
+ * its connection into a one-way pipe: requests are no longer parsed, and
+ * the output buffer is capped per stream. TLS connections read through
+ * SSL_read in place of recv and queue answers in the output buffer, written
+ * with SSL_write; a plain connection pays one branch per read or write. */
 #include "fg_http.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include <http_parser.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +41,18 @@
 #define FG_HTTP_IN_CAP (256 * 1024)
 
 typedef struct fg_http_conn fg_http_conn;
+
+/* A streamed answer; lives inside its connection and is freed with it. */
+struct fg_http_stream {
+    fg_http_conn *c;
+    fg_http_stream_close_cb on_close;
+    void *ud;
+    size_t cap;                     /* max bytes buffered */
+    struct timeval stall;           /* own stall timeout, when given */
+    const struct timeval *tv_stall; /* &stall or the server's write one */
+    fg_http_stream_why why;         /* reported when the connection ends */
+    unsigned ended : 1;             /* the owner is done with it or was told */
+};
 
 typedef struct fg_http_hdr {
     uint32_t name, name_len, value, value_len; /* offsets into the arena */
@@ -74,13 +93,20 @@ struct fg_http_conn {
     char *in;          /* unparsed bytes (paused parser or partial) */
     size_t in_len, in_cap;
     char *out;         /* answer bytes not yet written */
-    size_t out_len, out_off;
+    size_t out_len, out_off, out_cap;
+    fg_http_stream *stream; /* a streamed answer is running */
+    SSL *ssl;                /* NULL: plain TCP */
     unsigned inflight : 1;   /* req is with the handler */
     unsigned in_handler : 1; /* inside the handler call */
     unsigned close_after : 1;
     unsigned peer_eof : 1;
     unsigned read_paused : 1;
     unsigned detached : 1;   /* server gone; freed on respond */
+    unsigned tls_hs : 1;     /* TLS handshake not finished */
+    unsigned tls_broken : 1; /* fatal TLS error: no close_notify */
+    unsigned tls_closed : 1; /* close_notify sent */
+    unsigned tls_rww : 1;    /* SSL_read waits for the socket to be writable */
+    unsigned tls_wwr : 1;    /* SSL_write waits for it to be readable */
     char peer[INET6_ADDRSTRLEN];
 };
 
@@ -93,6 +119,7 @@ struct fg_http_server {
     fg_http_handler handler;
     void *ud;
     fg_http_reject_cb on_reject;
+    SSL_CTX *tls; /* NULL: plain HTTP */
     const struct timeval *tv_read, *tv_idle, *tv_write;
     fg_http_conn *conns;
     size_t nconns, inflight;
@@ -406,15 +433,53 @@ static int on_message_complete(http_parser *p)
 
 /* ---- connections ---- */
 
+/* Marks the stream over and tells its owner, once. The owner may write to
+ * other streams from the callback, so callers that walk the connection list
+ * start over afterwards. */
+static void stream_notify(fg_http_conn *c)
+{
+    fg_http_stream *s = c->stream;
+    if (!s || s->ended)
+        return;
+    s->ended = 1;
+    if (s->on_close)
+        s->on_close(s->ud, s->why);
+}
+
+/* Sends close_notify, once, when the session is sound: best effort, the
+ * socket is about to close either way. */
+static void tls_notify(fg_http_conn *c)
+{
+    if (!c->ssl || c->tls_hs || c->tls_broken || c->tls_closed || c->fd < 0)
+        return;
+    c->tls_closed = 1;
+    ERR_clear_error();
+    (void)SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}
+
+/* Ends our side after the last answer: close_notify, then FIN. */
+static void conn_end_output(fg_http_conn *c)
+{
+    tls_notify(c);
+    shutdown(c->fd, SHUT_WR);
+}
+
 static void conn_free(fg_http_conn *c)
 {
+    stream_notify(c);
     fg_http_server *srv = c->srv;
     if (c->fd >= 0) {
         event_del(&c->rev);
         event_del(&c->wev);
         event_del(&c->tev);
+        tls_notify(c);
         close(c->fd);
         c->fd = -1;
+    }
+    if (c->ssl) {
+        SSL_free(c->ssl);
+        c->ssl = NULL;
     }
     if (!c->detached && srv) {
         if (c->prev)
@@ -430,6 +495,7 @@ static void conn_free(fg_http_conn *c)
     req_put(c->detached ? NULL : srv, c->req);
     free(c->in);
     free(c->out);
+    free(c->stream);
     free(c);
 }
 
@@ -451,6 +517,26 @@ static void conn_close(fg_http_conn *c)
     conn_free(c);
 }
 
+/* Closes the socket of a connection that broke while the handler may be on
+ * the stack (the parse loop frees it when the handler returns), else frees
+ * it. Never tells a stream's owner: it learns it from a return value. */
+static void conn_drop(fg_http_conn *c)
+{
+    if (c->stream)
+        c->stream->ended = 1;
+    if (!c->in_handler) {
+        conn_free(c);
+        return;
+    }
+    if (c->fd >= 0) {
+        event_del(&c->rev);
+        event_del(&c->wev);
+        event_del(&c->tev);
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
 static void conn_on_write(evutil_socket_t fd, short what, void *arg);
 static void conn_on_timer(evutil_socket_t fd, short what, void *arg);
@@ -469,10 +555,213 @@ static const char *date_header(fg_http_server *srv)
     return srv->date;
 }
 
+/* ---- TLS I/O ----
+ * OpenSSL may need the other direction of the socket to go on (an SSL_read
+ * that must write, say to answer a key update, or an SSL_write that must
+ * read): the operation waits with a flag set (tls_rww, tls_wwr), and the
+ * other direction's callback resumes it. Renegotiation is off, so SSL_write
+ * needing to read is not expected in practice. */
+
+/* recv() for either kind of connection: bytes read, 0 at the end of the
+ * peer's data (close_notify, or TCP FIN without it), -1 with errno (EAGAIN
+ * when there is nothing now). */
+static ssize_t conn_recv(fg_http_conn *c, char *buf, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, buf, n, 0);
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_read(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+    if (r > 0)
+        return r;
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        c->tls_rww = 1;
+        event_add(&c->wev, NULL);
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == SSL_ERROR_ZERO_RETURN)
+        return 0;
+    c->tls_broken = 1;
+    /* A TCP FIN without close_notify: the end of the input as for plain
+     * HTTP (requests carry their own length); anything else broke. */
+    if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0 && errno == 0)
+        return 0;
+    if (e == SSL_ERROR_SSL &&
+        ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+        return 0;
+    errno = ECONNRESET;
+    return -1;
+}
+
+/* True when OpenSSL holds input already taken from the socket: the read
+ * event will not fire for it, so the reader must come back by itself. */
+static int conn_tls_pending(const fg_http_conn *c)
+{
+    return c->ssl && SSL_has_pending(c->ssl);
+}
+
+/* Writes c->out through TLS. Returns 0 when all of it went, 1 when the rest
+ * waits for the socket (its event is armed), -1 when the connection broke.
+ * *progress (may be NULL) is set when some bytes went. */
+static int tls_flush(fg_http_conn *c, int *progress)
+{
+    while (c->out_off < c->out_len) {
+        size_t left = c->out_len - c->out_off;
+        ERR_clear_error();
+        /* A retry after WANT_WRITE passes the same bytes again, perhaps
+         * moved and with more behind them: SSL_MODE_ACCEPT_MOVING_WRITE_
+         * BUFFER and SSL_MODE_ENABLE_PARTIAL_WRITE (set on every SSL). */
+        int w = SSL_write(c->ssl, c->out + c->out_off,
+                          left > INT_MAX ? INT_MAX : (int)left);
+        if (w > 0) {
+            c->out_off += (size_t)w;
+            if (progress)
+                *progress = 1;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, w);
+        if (e == SSL_ERROR_WANT_WRITE) {
+            event_add(&c->wev, NULL);
+            return 1;
+        }
+        if (e == SSL_ERROR_WANT_READ) {
+            c->tls_wwr = 1; /* the read callback comes back here */
+            event_del(&c->wev);
+            return 1;
+        }
+        c->tls_broken = 1;
+        return -1;
+    }
+    return 0;
+}
+
+/* Plain HTTP sent to a TLS server: OpenSSL recognises a request line in
+ * place of a ClientHello and sends no alert, so a plaintext answer says
+ * what is wrong. The rest of the request is drained first, so that closing
+ * sends FIN rather than a reset that could discard the answer. */
+static void tls_refuse_plain(fg_http_conn *c)
+{
+    static const char msg[] =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+        "Connection: close\r\nContent-Length: 24\r\n\r\n"
+        "{\"error\":\"tls_required\"}";
+    for (int i = 0; i < FG_HTTP_READ_ROUNDS; i++)
+        if (recv(c->fd, c->srv->scratch, sizeof(c->srv->scratch),
+                 MSG_DONTWAIT) <= 0)
+            break;
+    ssize_t w = send(c->fd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)w;
+    shutdown(c->fd, SHUT_WR);
+    if (c->srv->on_reject)
+        c->srv->on_reject(c->srv->ud, 400, "tls_required");
+}
+
+/* Advances the handshake. Returns 1 when it is done, 0 when it waits for
+ * the socket, -1 when it failed and c was freed. */
+static int tls_handshake(fg_http_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls_hs = 0;
+        event_del(&c->wev);
+        return 1;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        event_del(&c->wev);
+        return 0;
+    }
+    if (e == SSL_ERROR_WANT_WRITE) {
+        event_add(&c->wev, NULL);
+        return 0;
+    }
+    c->tls_broken = 1;
+    if (e == SSL_ERROR_SSL &&
+        ERR_GET_REASON(ERR_peek_error()) == SSL_R_HTTP_REQUEST)
+        tls_refuse_plain(c);
+    ERR_clear_error();
+    conn_free(c);
+    return -1;
+}
+
+/* Drops the output buffer once everything in it went. */
+static void out_release(fg_http_conn *c)
+{
+    free(c->out);
+    c->out = NULL;
+    c->out_len = c->out_off = c->out_cap = 0;
+}
+
+/* Appends the bytes of iov after the first skip ones to the output buffer,
+ * which grows geometrically (a stream appends many small pieces) and is
+ * compacted before it grows. Returns -1 when out of memory. */
+static int out_keep(fg_http_conn *c, const struct iovec *iov, int n,
+                    size_t skip)
+{
+    size_t rest = 0;
+    for (int i = 0; i < n; i++)
+        rest += iov[i].iov_len;
+    rest -= skip;
+    size_t pending = c->out_len - c->out_off;
+    if (c->out_cap - c->out_len < rest && c->out_off > 0) {
+        memmove(c->out, c->out + c->out_off, pending);
+        c->out_len = pending;
+        c->out_off = 0;
+    }
+    if (c->out_cap - c->out_len < rest) {
+        if (rest > SIZE_MAX / 2 - pending)
+            return -1;
+        size_t ncap = c->out_cap * 2;
+        if (ncap < pending + rest)
+            ncap = pending + rest;
+        char *nb = realloc(c->out, ncap);
+        if (!nb)
+            return -1;
+        c->out = nb;
+        c->out_cap = ncap;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *b = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(c->out + c->out_len, b + skip, len - skip);
+        c->out_len += len - skip;
+        skip = 0;
+    }
+    return 0;
+}
+
 /* Writes what it can; the rest is kept and written when the socket allows.
  * Returns -1 when the connection broke (caller closes). */
 static int conn_write(fg_http_conn *c, const struct iovec *iov, int n)
 {
+    if (c->ssl) {
+        /* One buffer, so that a small answer is one TLS record. */
+        int waiting = c->out_len != c->out_off;
+        if (out_keep(c, iov, n, 0) != 0)
+            return -1;
+        if (!waiting) {
+            int r = tls_flush(c, NULL);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                out_release(c);
+                return 0;
+            }
+        }
+        event_add(&c->tev, c->srv ? c->srv->tv_write : NULL);
+        return 0;
+    }
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
@@ -494,28 +783,8 @@ static int conn_write(fg_http_conn *c, const struct iovec *iov, int n)
             return 0;
     }
     /* Keep the unwritten tail. */
-    size_t rest = total - (size_t)w;
-    size_t pending = c->out_len - c->out_off;
-    char *nb = malloc(pending + rest);
-    if (!nb)
+    if (out_keep(c, iov, n, (size_t)w) != 0)
         return -1;
-    memcpy(nb, c->out + c->out_off, pending);
-    size_t skip = (size_t)w, at = pending;
-    for (int i = 0; i < n; i++) {
-        const char *b = iov[i].iov_base;
-        size_t len = iov[i].iov_len;
-        if (skip >= len) {
-            skip -= len;
-            continue;
-        }
-        memcpy(nb + at, b + skip, len - skip);
-        at += len - skip;
-        skip = 0;
-    }
-    free(c->out);
-    c->out = nb;
-    c->out_len = at;
-    c->out_off = 0;
     event_add(&c->wev, NULL);
     event_add(&c->tev, c->srv ? c->srv->tv_write : NULL);
     return 0;
@@ -534,7 +803,7 @@ static void conn_next(fg_http_conn *c)
     fg_http_server *srv = c->srv;
     if (c->close_after || c->peer_eof || c->detached ||
         (srv && srv->draining)) {
-        shutdown(c->fd, SHUT_WR);
+        conn_end_output(c);
         conn_free(c);
         return;
     }
@@ -543,7 +812,7 @@ static void conn_next(fg_http_conn *c)
         c->read_paused = 0;
         event_add(&c->rev, NULL);
     }
-    if (c->in_len > 0) {
+    if (c->in_len > 0 || conn_tls_pending(c)) {
         event_active(&c->rev, EV_READ, 1);
     } else {
         free(c->in);
@@ -561,6 +830,9 @@ static void head_put(char **at, const char *end, const char *s, size_t n)
     memcpy(*at, s, n);
     *at += n;
 }
+
+/* format_head's len for an answer delimited by the end of the connection. */
+#define FG_HTTP_NO_LENGTH SIZE_MAX
 
 /* The status line and fixed headers, without snprintf: this runs once per
  * answer. Returns the length written (at most cap). */
@@ -581,14 +853,17 @@ static size_t format_head(char *out, size_t cap, int status, const char *date,
     static const char fixed[] = "\r\nServer: fleetgate\r\nDate: ";
     head_put(&at, end, fixed, sizeof(fixed) - 1);
     head_put(&at, end, date, strlen(date));
-    head_put(&at, end, "\r\nContent-Length: ", 18);
-    int i = (int)sizeof(num);
-    do {
-        num[--i] = (char)('0' + len % 10);
-        len /= 10;
-    } while (len && i > 0);
-    head_put(&at, end, num + i, sizeof(num) - (size_t)i);
     head_put(&at, end, "\r\n", 2);
+    if (len != FG_HTTP_NO_LENGTH) {
+        head_put(&at, end, "Content-Length: ", 16);
+        int i = (int)sizeof(num);
+        do {
+            num[--i] = (char)('0' + len % 10);
+            len /= 10;
+        } while (len && i > 0);
+        head_put(&at, end, num + i, sizeof(num) - (size_t)i);
+        head_put(&at, end, "\r\n", 2);
+    }
     if (content_type) {
         head_put(&at, end, "Content-Type: ", 14);
         head_put(&at, end, content_type, strlen(content_type));
@@ -636,7 +911,7 @@ void fg_http_respond(fg_http_req *req, int status, const char *content_type,
     c->req = NULL;
     req_put(srv, req);
     if (conn_write(c, iov, n) != 0) {
-        conn_free(c);
+        conn_drop(c);
         return;
     }
     if (c->in_handler)
@@ -659,6 +934,191 @@ void fg_http_respond_error(fg_http_req *req, int status, const char *code,
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", code);
     fg_http_respond(req, status, "application/json", body, (size_t)n,
                     extra_headers);
+}
+
+/* ---- streamed answers ---- */
+
+/* Sends iov now, or buffers what the socket does not take, under the
+ * stream's cap. The stall guard starts when output starts waiting. */
+static fg_status stream_send(fg_http_conn *c, const struct iovec *iov, int n)
+{
+    fg_http_stream *s = c->stream;
+    size_t total = 0, w = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    size_t pending = c->out_len - c->out_off;
+    if (c->ssl) {
+        if (out_keep(c, iov, n, 0) != 0)
+            return FG_ENOMEM;
+        if (pending == 0) {
+            int r = tls_flush(c, NULL);
+            if (r < 0)
+                return FG_EIO;
+            if (r == 0) {
+                out_release(c);
+                return FG_OK;
+            }
+        }
+        if (c->out_len - c->out_off > s->cap)
+            return FG_ETOOBIG;
+        if (pending == 0)
+            event_add(&c->tev, s->tv_stall);
+        return FG_OK;
+    }
+    if (pending == 0) {
+        struct msghdr mh;
+        ssize_t sent;
+        memset(&mh, 0, sizeof(mh));
+        mh.msg_iov = (struct iovec *)iov;
+        mh.msg_iovlen = (size_t)n;
+        do {
+            sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return FG_EIO;
+            sent = 0;
+        }
+        w = (size_t)sent;
+        if (w == total)
+            return FG_OK;
+    }
+    if (total - w > s->cap || pending > s->cap - (total - w))
+        return FG_ETOOBIG;
+    if (out_keep(c, iov, n, w) != 0)
+        return FG_ENOMEM;
+    event_add(&c->wev, NULL);
+    if (pending == 0)
+        event_add(&c->tev, s->tv_stall);
+    return FG_OK;
+}
+
+fg_http_stream *fg_http_stream_begin(fg_http_req *req, int status,
+                                     const char *content_type,
+                                     const char *extra_headers,
+                                     const fg_http_stream_opts *opts,
+                                     fg_http_stream_close_cb on_close,
+                                     void *ud)
+{
+    fg_http_conn *c = req->c;
+    fg_http_server *srv = c->srv;
+    if (c->fd < 0 || c->detached) {
+        /* Nobody to stream to: fg_http_respond only frees. */
+        fg_http_respond(req, status, NULL, NULL, 0, NULL);
+        return NULL;
+    }
+    if (srv->draining) {
+        fg_http_respond_error(req, 503, "shutting_down", NULL,
+                              "Retry-After: 1\r\n");
+        return NULL;
+    }
+    fg_http_stream *s = calloc(1, sizeof(*s));
+    if (!s) {
+        fg_http_respond_error(req, 503, "no_memory", NULL,
+                              "Retry-After: 1\r\n");
+        return NULL;
+    }
+    s->c = c;
+    s->on_close = on_close;
+    s->ud = ud;
+    s->cap = opts && opts->max_buffered ? opts->max_buffered
+                                        : FG_HTTP_STREAM_MAX_BUFFERED;
+    s->tv_stall = srv->tv_write;
+    if (opts && opts->stall_timeout_ms > 0) {
+        s->stall.tv_sec = (time_t)(opts->stall_timeout_ms / 1000);
+        s->stall.tv_usec = (suseconds_t)(opts->stall_timeout_ms % 1000) * 1000;
+        s->tv_stall = &s->stall;
+    }
+    s->why = FG_HTTP_STREAM_PEER_GONE;
+    int head_only = req->head;
+    if (c->inflight) {
+        c->inflight = 0;
+        srv->inflight--;
+    }
+    /* From here on the connection carries this answer only: pipelined
+     * bytes are dropped, deadlines other than the stall guard are off. */
+    c->stream = s;
+    c->close_after = 1;
+    c->req = NULL;
+    req_put(srv, req);
+    free(c->in);
+    c->in = NULL;
+    c->in_len = c->in_cap = 0;
+    event_del(&c->tev);
+    if (c->read_paused) {
+        c->read_paused = 0;
+        event_add(&c->rev, NULL);
+    }
+    char head[512];
+    size_t hn = format_head(head, sizeof(head), status, date_header(srv),
+                            FG_HTTP_NO_LENGTH, content_type, 1);
+    struct iovec iov[3];
+    int n = 0;
+    iov[n].iov_base = head;
+    iov[n++].iov_len = hn;
+    if (extra_headers) {
+        iov[n].iov_base = (void *)extra_headers;
+        iov[n++].iov_len = strlen(extra_headers);
+    }
+    iov[n].iov_base = (void *)"\r\n";
+    iov[n++].iov_len = 2;
+    if (stream_send(c, iov, n) != FG_OK) {
+        conn_drop(c);
+        return NULL;
+    }
+    if (head_only) {
+        fg_http_stream_end(s);
+        return NULL;
+    }
+    return s;
+}
+
+fg_status fg_http_stream_write(fg_http_stream *s, const void *buf,
+                               size_t len)
+{
+    fg_http_conn *c = s->c;
+    if (s->ended || c->fd < 0)
+        return FG_EIO; /* a misuse; the connection is on its way out */
+    if (len == 0)
+        return FG_OK;
+    struct iovec iov = {(void *)buf, len};
+    fg_status st = stream_send(c, &iov, 1);
+    if (st != FG_OK)
+        conn_drop(c);
+    return st;
+}
+
+size_t fg_http_stream_buffered(const fg_http_stream *s)
+{
+    return s->c->out_len - s->c->out_off;
+}
+
+/* Marks s done; the write callback sends what is left, then closes (now,
+ * through the loop, when nothing is left: the caller may be walking a list
+ * that holds the connection). */
+static void stream_finish(fg_http_stream *s)
+{
+    fg_http_conn *c = s->c;
+    s->ended = 1;
+    if (c->fd >= 0 && c->out_len == c->out_off)
+        event_active(&c->wev, EV_WRITE, 1);
+}
+
+void fg_http_stream_end(fg_http_stream *s)
+{
+    if (!s || s->ended)
+        return;
+    stream_finish(s);
+}
+
+const char *fg_http_stream_why_str(fg_http_stream_why why)
+{
+    switch (why) {
+    case FG_HTTP_STREAM_PEER_GONE: return "peer_gone";
+    case FG_HTTP_STREAM_STALLED: return "stalled";
+    case FG_HTTP_STREAM_SHUTDOWN: return "shutdown";
+    }
+    return "unknown";
 }
 
 /* Answers a request the parser refused and closes after writing. */
@@ -750,9 +1210,11 @@ static int conn_parse(fg_http_conn *c, const char *data, size_t len)
         conn_free(c);
         return -1;
     }
+    if (c->stream)
+        return -1; /* a streamed answer: no more requests on c */
     if (!c->inflight && c->out_len == c->out_off) {
         if (c->close_after || srv->draining) {
-            shutdown(c->fd, SHUT_WR);
+            conn_end_output(c);
             conn_free(c);
             return -1;
         }
@@ -764,11 +1226,43 @@ static int conn_parse(fg_http_conn *c, const char *data, size_t len)
     return 0;
 }
 
+/* A streaming connection reads only to learn that the client went away;
+ * what it sends is dropped. */
+static void stream_on_read(fg_http_conn *c)
+{
+    for (int round = 0; round < FG_HTTP_READ_ROUNDS; round++) {
+        ssize_t n = conn_recv(c, c->srv->scratch, sizeof(c->srv->scratch));
+        if (n > 0)
+            continue;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        c->stream->why = FG_HTTP_STREAM_PEER_GONE;
+        conn_free(c);
+        return;
+    }
+    if (conn_tls_pending(c))
+        event_active(&c->rev, EV_READ, 1);
+}
+
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
     fg_http_conn *c = arg;
     fg_http_server *srv = c->srv;
     (void)what;
+    if (c->ssl) {
+        if (c->tls_wwr) {
+            c->tls_wwr = 0;
+            event_active(&c->wev, EV_WRITE, 1);
+        }
+        if (c->tls_hs && tls_handshake(c) <= 0)
+            return;
+    }
+    if (c->stream) {
+        stream_on_read(c);
+        return;
+    }
     /* Pipelined bytes first. */
     while (!c->inflight && c->in_len > 0 && c->out_len == c->out_off) {
         int r = conn_parse(c, c->in, c->in_len);
@@ -804,7 +1298,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
             dst = srv->scratch;
             space = sizeof(srv->scratch);
         }
-        ssize_t n = recv(fd, dst, space, 0);
+        ssize_t n = conn_recv(c, dst, space);
         if (n == 0) {
             c->peer_eof = 1;
             event_del(&c->rev);
@@ -838,33 +1332,72 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
                     return;
             }
         }
-        if ((size_t)n < space)
+        if ((size_t)n < space && !conn_tls_pending(c))
             return;
     }
+    /* Out of rounds: the socket's event fires again, input OpenSSL already
+     * holds would not make it. */
+    if (conn_tls_pending(c))
+        event_active(&c->rev, EV_READ, 1);
 }
 
 static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 {
     fg_http_conn *c = arg;
+    int progress = 0;
     (void)what;
+    if (c->ssl) {
+        if (c->tls_hs) {
+            if (tls_handshake(c) == 1)
+                event_active(&c->rev, EV_READ, 1);
+            return;
+        }
+        if (c->tls_rww) {
+            c->tls_rww = 0;
+            event_active(&c->rev, EV_READ, 1);
+            if (c->out_len == c->out_off &&
+                !(c->stream && c->stream->ended)) {
+                event_del(&c->wev); /* only the reader was waiting */
+                return;
+            }
+        }
+        int r = tls_flush(c, &progress);
+        if (r < 0) {
+            conn_close(c);
+            return;
+        }
+        if (r > 0) {
+            if (progress && c->stream)
+                event_add(&c->tev, c->stream->tv_stall);
+            return;
+        }
+    }
     while (c->out_off < c->out_len) {
         ssize_t w = send(fd, c->out + c->out_off, c->out_len - c->out_off,
                          MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                /* A stream's guard is against stalls, not slow progress
+                 * (the buffer cap bounds that): restart it. */
+                if (progress && c->stream)
+                    event_add(&c->tev, c->stream->tv_stall);
                 return;
+            }
             conn_close(c);
             return;
         }
         c->out_off += (size_t)w;
+        progress = 1;
     }
     free(c->out);
     c->out = NULL;
-    c->out_len = c->out_off = 0;
+    c->out_len = c->out_off = c->out_cap = 0;
     event_del(&c->wev);
     event_del(&c->tev);
+    if (c->stream && !c->stream->ended)
+        return; /* more will come */
     if (!c->inflight)
         conn_next(c);
 }
@@ -874,6 +1407,11 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     fg_http_conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->stream) {
+        c->stream->why = FG_HTTP_STREAM_STALLED;
+        conn_free(c);
+        return;
+    }
     if (c->out_len != c->out_off || c->inflight) {
         conn_close(c); /* a client that does not read its answers */
         return;
@@ -885,15 +1423,42 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     conn_free(c); /* idle keep-alive */
 }
 
-static void conn_reject_busy(int fd)
+/* Over the connection cap: a plaintext 503, or for TLS (which cannot
+ * answer before a handshake we will not spend on it) just the close. */
+static void conn_reject_busy(int fd, int tls)
 {
     static const char busy[] =
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
         "Retry-After: 1\r\nConnection: close\r\nContent-Length: 32\r\n\r\n"
         "{\"error\":\"too_many_connections\"}";
-    ssize_t w = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-    (void)w;
+    if (!tls) {
+        ssize_t w = send(fd, busy, sizeof(busy) - 1,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
     close(fd);
+}
+
+/* The TLS session of a new connection, or NULL. */
+static SSL *tls_new(SSL_CTX *ctx, int fd)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    SSL_set_accept_state(ssl);
+    /* See tls_flush for the write modes. A TCP FIN without close_notify
+     * ends the input as it does for plain HTTP: requests carry their own
+     * length, so a cut one is never taken for whole. */
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    return ssl;
 }
 
 static void srv_on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -910,10 +1475,18 @@ static void srv_on_accept(evutil_socket_t lfd, short what, void *arg)
         if (srv->budget &&
             atomic_fetch_add(&srv->budget->open, 1) >= srv->budget->max) {
             atomic_fetch_sub(&srv->budget->open, 1);
-            conn_reject_busy(fd);
+            conn_reject_busy(fd, srv->tls != NULL);
             continue;
         }
         fg_http_conn *c = calloc(1, sizeof(*c));
+        if (c && srv->tls) {
+            c->ssl = tls_new(srv->tls, fd);
+            c->tls_hs = 1;
+            if (!c->ssl) {
+                free(c);
+                c = NULL;
+            }
+        }
         if (!c) {
             if (srv->budget)
                 atomic_fetch_sub(&srv->budget->open, 1);
@@ -1002,6 +1575,93 @@ void fg_http_server_on_reject(fg_http_server *srv, fg_http_reject_cb cb)
     srv->on_reject = cb;
 }
 
+fg_status fg_http_server_set_tls(fg_http_server *srv, SSL_CTX *ctx)
+{
+    if (srv->tls || !ctx || SSL_CTX_up_ref(ctx) != 1)
+        return FG_EINVAL;
+    srv->tls = ctx;
+    return FG_OK;
+}
+
+/* OpenSSL's reason for the oldest error in the queue (the cause: "No such
+ * file or directory", "no start line"; later ones only say which layer
+ * gave up), which it empties. */
+static const char *tls_reason(void)
+{
+    unsigned long e = ERR_peek_error();
+    const char *r = NULL;
+    if (e && ERR_SYSTEM_ERROR(e))
+        r = strerror(ERR_GET_REASON(e)); /* fopen's errno */
+    else if (e)
+        r = ERR_reason_error_string(e);
+    ERR_clear_error();
+    return r ? r : "unknown error";
+}
+
+/* True when the oldest queued error says a key is not the certificate's. */
+static int tls_key_mismatch(void)
+{
+    unsigned long e = ERR_peek_error();
+    return ERR_GET_LIB(e) == ERR_LIB_X509 &&
+           ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH;
+}
+
+/* TLS 1.2 suites: forward secrecy and AEAD only, strongest first. TLS 1.3
+ * keeps OpenSSL's defaults (all AEAD). */
+#define FG_HTTP_TLS12_CIPHERS                                                  \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"               \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"               \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+
+SSL_CTX *fg_http_tls_ctx_new(const char *cert_file, const char *key_file,
+                             fg_http_tls_file *bad, char *errbuf,
+                             size_t errlen)
+{
+    fg_http_tls_file which = FG_HTTP_TLS_NONE;
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        snprintf(errbuf, errlen, "cannot create a TLS context: %s",
+                 tls_reason());
+        goto fail;
+    }
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, FG_HTTP_TLS12_CIPHERS) != 1) {
+        snprintf(errbuf, errlen, "cannot set the TLS versions and ciphers: %s",
+                 tls_reason());
+        goto fail;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* Idle keep-alive connections give their record buffers back. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        which = FG_HTTP_TLS_CERT;
+        snprintf(errbuf, errlen, "cannot load the certificate chain from %s: "
+                 "%s", cert_file, tls_reason());
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        which = FG_HTTP_TLS_KEY;
+        if (tls_key_mismatch()) {
+            ERR_clear_error();
+            snprintf(errbuf, errlen, "the private key in %s does not match "
+                     "the certificate in %s", key_file, cert_file);
+        } else {
+            snprintf(errbuf, errlen, "cannot load the private key from %s: "
+                     "%s", key_file, tls_reason());
+        }
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    if (bad)
+        *bad = which;
+    return NULL;
+}
+
 void fg_http_server_drain(fg_http_server *srv)
 {
     if (srv->draining)
@@ -1015,7 +1675,21 @@ void fg_http_server_drain(fg_http_server *srv)
         close(srv->lfd);
         srv->lfd = -1;
     }
-    fg_http_conn *c = srv->conns;
+    fg_http_conn *c;
+    /* Streams end: each owner learns it now; what was written still goes.
+     * An owner's callback may write to (and so close) other streams: walk
+     * again from the start after each. */
+restart:
+    for (c = srv->conns; c; c = c->next) {
+        if (c->stream && !c->stream->ended) {
+            c->stream->why = FG_HTTP_STREAM_SHUTDOWN;
+            if (c->out_len == c->out_off)
+                event_active(&c->wev, EV_WRITE, 1);
+            stream_notify(c);
+            goto restart;
+        }
+    }
+    c = srv->conns;
     while (c) {
         fg_http_conn *next = c->next;
         if (!c->inflight && !c->req && c->out_len == c->out_off)
@@ -1042,7 +1716,16 @@ void fg_http_server_free(fg_http_server *srv)
         event_free(srv->lev);
     if (srv->lfd >= 0)
         close(srv->lfd);
-    fg_http_conn *c = srv->conns;
+    fg_http_conn *c;
+restart: /* owners first (see fg_http_server_drain) */
+    for (c = srv->conns; c; c = c->next) {
+        if (c->stream && !c->stream->ended) {
+            c->stream->why = FG_HTTP_STREAM_SHUTDOWN;
+            stream_notify(c);
+            goto restart;
+        }
+    }
+    c = srv->conns;
     while (c) {
         fg_http_conn *next = c->next;
         if (srv->budget)
@@ -1069,6 +1752,7 @@ void fg_http_server_free(fg_http_server *srv)
         free(r->body);
         free(r);
     }
+    SSL_CTX_free(srv->tls);
     free(srv);
 }
 

@@ -18,6 +18,9 @@
 #include "ctl_auth.h"
 #include "ctl_req.h"
 #include "ctl_state.h"
+#include "ctl_stream.h"
+#include "ctl_store.h"
+#include "ctl_web.h"
 #include "fg_http.h"
 #include "fg_kafka.h"
 #include "fg_lockfeed.h"
@@ -39,6 +42,14 @@ typedef struct ctl_pending {
     int64_t estimate;
     ctl_lock_req lr;
 } ctl_pending;
+
+/* One region of a dry-run unlock, as it was when the request came: what
+ * the answer lists next to the record that would be written. */
+typedef struct ctl_held {
+    int state;       /* ctl_region_state */
+    int64_t devices; /* held back by a lock in force (grey or all, as its
+                      * scope says); 0 without one; -1 unknown (no score) */
+} ctl_held;
 
 typedef struct ctl_action ctl_action;
 
@@ -64,6 +75,11 @@ struct ctl_api {
     fg_counter *c_denied_401, *c_denied_403, *c_invalid, *c_audit_fail,
         *c_records_fail, *c_rows, *c_rows_bad;
     fg_gauge *g_regions;
+    ctl_stream *stream;          /* GET /v1/stream clients and event ring */
+    rd_kafka_topic_t *dash_rkt;  /* JSON copies of stream events, or NULL */
+    long dash_inflight;          /* dashboard records awaiting a report */
+    fg_counter *c_dash_lost;
+    ctl_store *store;        /* NULL without Redis (redis.host empty) */
 };
 
 /* One action in flight: its lock records, then its audit record. */
@@ -96,6 +112,8 @@ struct ctl_action {
     sc_policy policy;
     char *policy_json;
     size_t policy_len;
+    /* dry-run unlock and unlock-all: n entries (malloc'd), else NULL */
+    ctl_held *held;
 };
 
 /* Delivery-report opaque: which action, and which of its messages. */
@@ -263,6 +281,7 @@ static void action_free(ctl_action *a)
     free(a->after);
     free(a->stored);
     free(a->policy_json);
+    free(a->held);
     free(a);
 }
 
@@ -333,6 +352,36 @@ static const char *action_outcome(const ctl_action *a)
     return k == 0 ? "failed" : "partial";
 }
 
+/* A dry-run unlock's view of what it would lift: "regions", one object
+ * per region it would write an unlocked record for (region, state now,
+ * scope of the record in force or null, estimated_devices it holds back
+ * or null when unknown), and "estimated_devices", their sum (null when no
+ * region's estimate is known). */
+static void held_json(yajl_gen g, const ctl_action *a)
+{
+    ctl_json_key(g, "regions");
+    yajl_gen_array_open(g);
+    for (size_t i = 0; i < a->n; i++) {
+        yajl_gen_map_open(g);
+        ctl_json_str(g, "region", a->regions[i]);
+        ctl_json_str(g, "state", ctl_state_name(a->held[i].state));
+        if (a->had[i])
+            ctl_json_str(g, "scope", fg_lock_scope_str(a->before[i].scope));
+        else
+            ctl_json_null(g, "scope");
+        if (a->held[i].devices >= 0)
+            ctl_json_int(g, "estimated_devices", a->held[i].devices);
+        else
+            ctl_json_null(g, "estimated_devices");
+        yajl_gen_map_close(g);
+    }
+    yajl_gen_array_close(g);
+    if (a->estimate >= 0)
+        ctl_json_int(g, "estimated_devices", a->estimate);
+    else
+        ctl_json_null(g, "estimated_devices");
+}
+
 /* The answer of a finished action. */
 static void action_respond(ctl_action *a)
 {
@@ -364,10 +413,11 @@ static void action_respond(ctl_action *a)
                     yajl_gen_string(g, (const unsigned char *)a->regions[i],
                                     strlen(a->regions[i]));
             yajl_gen_array_close(g);
+            /* A dry run stores nothing, and nothing failed. */
             ctl_json_key(g, "failed");
             yajl_gen_array_open(g);
             for (size_t i = 0; i < a->n; i++)
-                if (!a->stored[i])
+                if (!a->stored[i] && !a->dry_run)
                     yajl_gen_string(g, (const unsigned char *)a->regions[i],
                                     strlen(a->regions[i]));
             yajl_gen_array_close(g);
@@ -377,6 +427,13 @@ static void action_respond(ctl_action *a)
                 if (a->stored[i])
                     ctl_lock_json(g, &a->after[i]);
             yajl_gen_array_close(g);
+            if (a->dry_run) {
+                ctl_json_key(g, "would_write");
+                yajl_gen_array_open(g);
+                for (size_t i = 0; i < a->n; i++)
+                    ctl_lock_json(g, &a->after[i]);
+                yajl_gen_array_close(g);
+            }
         } else {
             ctl_json_str(g, "region", a->regions[0]);
             if (a->route == CTL_ROUTE_APPROVE) {
@@ -404,6 +461,8 @@ static void action_respond(ctl_action *a)
                 ctl_lock_json(g, &a->after[0]);
             }
         }
+        if (a->held)
+            held_json(g, a);
         ctl_json_bool(g, "audited", a->audit_ok);
         yajl_gen_map_close(g);
     }
@@ -562,8 +621,18 @@ static void action_start(ctl_api *api, ctl_action *a)
         action_to_audit(a);
 }
 
+/* The delivery-report opaque of dashboard copies (their address only). */
+static char dash_opaque;
+
 static void on_delivery(ctl_api *api, const rd_kafka_message_t *msg)
 {
+    if (msg->_private == &dash_opaque) {
+        /* A dashboard copy: nobody waits for it, losing one is counted. */
+        api->dash_inflight--;
+        if (msg->err)
+            fg_counter_add(api->c_dash_lost, 1);
+        return;
+    }
     ctl_dr *dr = msg->_private;
     if (!dr) {
         /* A refusal's audit record: nobody waits for it. */
@@ -680,7 +749,7 @@ static void handle_region(ctl_api *api, fg_http_req *req, const char *region,
     }
     yajl_gen g = gen_new();
     if (g)
-        ctl_region_json(g, r, now_ms());
+        ctl_region_detail_json(g, api->state, r, now_ms());
     respond_gen(api, req, CTL_ROUTE_REGION, 200, g, req_id, NULL);
     if (g)
         yajl_gen_free(g);
@@ -997,6 +1066,38 @@ static void unlock_record(ctl_action *a, size_t i, const ctl_region *r,
     }
 }
 
+/* Makes a (its records filled by unlock_record) a dry run: nothing will
+ * be produced, and the answer and the audit carry what each region holds
+ * back now, i.e. the devices the unlock would let through again. Their
+ * sum, over the regions whose estimate is known, is a->estimate (-1 when
+ * none is). Reads the table at the same instant as unlock_record did.
+ * Returns 0, or -1 when out of memory (a unchanged but for dry_run). */
+static int unlock_dry_run(ctl_api *api, ctl_action *a, int64_t now)
+{
+    int64_t total = 0;
+    size_t known = 0;
+    a->dry_run = 1;
+    a->held = calloc(a->n ? a->n : 1, sizeof(*a->held));
+    if (!a->held)
+        return -1;
+    for (size_t i = 0; i < a->n; i++) {
+        const ctl_region *r = ctl_state_get(api->state, a->regions[i]);
+        ctl_held *h = &a->held[i];
+        h->state = ctl_region_state(r, now);
+        /* Only a lock in force holds devices back (expired, shadow and
+         * suppressed records never apply at a gateway). */
+        h->devices = h->state == FG_LOCK_LOCKED
+                         ? ctl_region_estimate(r, r->lock.scope)
+                         : 0;
+        if (h->devices >= 0) {
+            total += h->devices;
+            known++;
+        }
+    }
+    a->estimate = known || a->n == 0 ? total : -1;
+    return 0;
+}
+
 static void handle_unlock(ctl_api *api, fg_http_req *req, const char *region,
                           const ctl_principal *who, const char *req_id)
 {
@@ -1025,7 +1126,14 @@ static void handle_unlock(ctl_api *api, fg_http_req *req, const char *region,
     }
     snprintf(a->reason, sizeof(a->reason), "%s", ur.reason);
     a->pin_s = ur.pin_s;
-    unlock_record(a, 0, r, &ur, now_ms());
+    int64_t now = now_ms();
+    unlock_record(a, 0, r, &ur, now);
+    if (ur.dry_run && unlock_dry_run(api, a, now) != 0) {
+        action_free(a);
+        respond_error(api, req, CTL_ROUTE_UNLOCK, 500, "no_memory", NULL,
+                      NULL, req_id, NULL);
+        return;
+    }
     action_start(api, a);
 }
 
@@ -1062,11 +1170,41 @@ static void handle_unlock_all(ctl_api *api, fg_http_req *req,
         if (ctl_region_state(r, now) == FG_LOCK_LOCKED)
             unlock_record(a, k++, r, &ur, now);
     }
+    if (ur.dry_run && unlock_dry_run(api, a, now) != 0) {
+        action_free(a);
+        respond_error(api, req, CTL_ROUTE_UNLOCK_ALL, 500, "no_memory", NULL,
+                      NULL, req_id, NULL);
+        return;
+    }
     action_start(api, a);
+}
+
+/* GET /v1/stream: the request becomes a server-sent event stream, or 503
+ * at the client cap (or while shutting down). */
+static void handle_stream(ctl_api *api, fg_http_req *req, const char *req_id)
+{
+    char headers[64];
+    snprintf(headers, sizeof(headers), "X-Request-Id: %s\r\n", req_id);
+    fg_status st = ctl_stream_subscribe(api->stream, req, headers);
+    if (st == FG_OK) {
+        count_status(api, CTL_ROUTE_STREAM, 200);
+        return;
+    }
+    if (st == FG_AGAIN)
+        respond_error(api, req, CTL_ROUTE_STREAM, 503, "too_many_streams",
+                      NULL, "every stream slot is taken "
+                      "(control.stream_max_connections) or the service is "
+                      "stopping; retry later", req_id, "Retry-After: 5\r\n");
+    else
+        respond_error(api, req, CTL_ROUTE_STREAM, 503, "no_memory", NULL,
+                      NULL, req_id, "Retry-After: 5\r\n");
 }
 
 static void on_request(void *ud, fg_http_req *req)
 {
+    /* The dashboard's static files need no token (the page asks for one). */
+    if (ctl_web_serve(req))
+        return;
     ctl_api *api = ud;
     char req_id[REQ_ID_MAX + 1], region[CTL_SEGMENT_MAX + 1];
     int method_ok = 0;
@@ -1088,7 +1226,8 @@ static void on_request(void *ud, fg_http_req *req)
                       req_id, allow);
         return;
     }
-    ctl_role need = route == CTL_ROUTE_LIST || route == CTL_ROUTE_REGION
+    ctl_role need = route == CTL_ROUTE_LIST || route == CTL_ROUTE_REGION ||
+                            route == CTL_ROUTE_STREAM
                         ? CTL_ROLE_VIEWER
                     : route == CTL_ROUTE_UNLOCK_ALL ||
                             route == CTL_ROUTE_APPROVE ||
@@ -1126,7 +1265,8 @@ static void on_request(void *ud, fg_http_req *req)
         return;
     }
     if (route != CTL_ROUTE_LIST && route != CTL_ROUTE_UNLOCK_ALL &&
-        route != CTL_ROUTE_APPROVE && !ctl_req_region_ok(region)) {
+        route != CTL_ROUTE_APPROVE && route != CTL_ROUTE_STREAM &&
+        !ctl_req_region_ok(region)) {
         ctl_req_error err = {"invalid_region", "region",
                              "not a region code (CU, UA-43)"};
         if (route == CTL_ROUTE_REGION)
@@ -1151,6 +1291,7 @@ static void on_request(void *ud, fg_http_req *req)
     case CTL_ROUTE_UNLOCK: handle_unlock(api, req, region, &who, req_id); break;
     case CTL_ROUTE_APPROVE: handle_approve(api, req, region, &who, req_id); break;
     case CTL_ROUTE_POLICY: handle_policy(api, req, region, &who, req_id); break;
+    case CTL_ROUTE_STREAM: handle_stream(api, req, req_id); break;
     default: handle_unlock_all(api, req, &who, req_id); break;
     }
 }
@@ -1164,11 +1305,96 @@ static void on_reject(void *ud, int status, const char *code)
 
 /* ---- inputs ---- */
 
+/* Dashboard records waiting for their delivery report at most: beyond it
+ * copies are dropped (counted), so that they can never crowd lock and
+ * audit records out of the producer's queue. */
+#define CTL_DASH_INFLIGHT_MAX 10000
+
+/* The JSON copy of a stream event on control.dashboard_topic: key region,
+ * value {"event":event, <the members of data>} (data is an object). */
+static void dashboard_produce(ctl_api *api, const char *event,
+                              const char *region, const char *data,
+                              size_t len)
+{
+    if (len < 2 || data[0] != '{' ||
+        api->dash_inflight >= CTL_DASH_INFLIGHT_MAX) {
+        fg_counter_add(api->c_dash_lost, 1);
+        return;
+    }
+    size_t en = strlen(event);
+    size_t vlen = sizeof("{\"event\":\"\",") - 1 + en + len - 1;
+    char *val = malloc(vlen);
+    if (!val) {
+        fg_counter_add(api->c_dash_lost, 1);
+        return;
+    }
+    int hn = snprintf(val, vlen, "{\"event\":\"%s\",", event);
+    memcpy(val + hn, data + 1, len - 1);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        api->p, RD_KAFKA_V_RKT(api->dash_rkt),
+        RD_KAFKA_V_KEY(region, strlen(region)), RD_KAFKA_V_VALUE(val, vlen),
+        RD_KAFKA_V_HEADER("content-type", "application/json", -1),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+        RD_KAFKA_V_OPAQUE(&dash_opaque), RD_KAFKA_V_END);
+    if (err) {
+        free(val);
+        fg_counter_add(api->c_dash_lost, 1);
+        return;
+    }
+    api->dash_inflight++;
+}
+
+/* Publishes region's current object (as in GET /v1/regions) as a stream
+ * event, and its dashboard copy when configured. */
+static void publish_region(ctl_api *api, const char *event,
+                           const char *region)
+{
+    const ctl_region *r = ctl_state_get(api->state, region);
+    const unsigned char *buf = NULL;
+    size_t len = 0;
+    if (!r)
+        return;
+    yajl_gen g = gen_new();
+    if (!g)
+        return;
+    ctl_region_json(g, r, now_ms());
+    if (yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok) {
+        ctl_stream_publish(api->stream, event, (const char *)buf, len);
+        if (api->dash_rkt)
+            dashboard_produce(api, event, region, (const char *)buf, len);
+    }
+    yajl_gen_free(g);
+}
+
+static int score_same(const ctl_score *a, const ctl_score *b)
+{
+    return a->ts == b->ts && a->devices == b->devices && a->grey == b->grey &&
+           a->share == b->share && a->lo == b->lo && a->hi == b->hi &&
+           strcmp(a->mode, b->mode) == 0;
+}
+
+/* Stores s; true when the table changed (not an older row, nor the same
+ * row again: a replay or another partition's copy). */
+static int put_score_changed(ctl_api *api, const ctl_score *s)
+{
+    const ctl_region *r = ctl_state_get(api->state, s->region);
+    ctl_score before;
+    int had = r && r->has_score;
+    if (had)
+        before = r->score;
+    if (ctl_state_put_score(api->state, s) != FG_OK)
+        return 0;
+    r = ctl_state_get(api->state, s->region);
+    return r && r->has_score && (!had || !score_same(&before, &r->score));
+}
+
 static void on_lock_record(void *ud, const char *region, const fg_lock *lk)
 {
     ctl_api *api = ud;
     if (ctl_state_put_lock(api->state, region, lk) != FG_OK)
         fg_log_warn("lock_record_dropped", "region=%s err=table_full", region);
+    else
+        publish_region(api, "lock", region);
     fg_gauge_set(api->g_regions, (double)ctl_state_count(api->state));
 }
 
@@ -1204,7 +1430,8 @@ static void on_score_event(void *ud, rd_kafka_event_t *ev)
             continue;
         }
         fg_counter_add(api->c_rows, 1);
-        ctl_state_put_score(api->state, &s);
+        if (put_score_changed(api, &s))
+            publish_region(api, "score", s.region);
     }
     fg_gauge_set(api->g_regions, (double)ctl_state_count(api->state));
 }
@@ -1258,8 +1485,95 @@ static void ensure_topics(ctl_api *api)
         {api->cfg->scores_topic, 3, 1},
         {api->cfg->audit_topic, 3, 0},
         {api->cfg->policies_topic, 1, 1},
+        {api->cfg->dashboard_topic, 3, 0},
     };
-    fg_kafka_create_topics(api->p, api->pq, specs, 4);
+    fg_kafka_create_topics(api->p, api->pq, specs,
+                           api->cfg->dashboard_topic[0] ? 5 : 4);
+}
+
+/* Every change of the region table (feeds, read-your-writes) reaches
+ * Redis; the history itself is kept by ctl_state. */
+static void on_state_change(void *ud, const ctl_region *r,
+                            const ctl_score_row *row, const fg_lock *lk)
+{
+    ctl_api *api = ud;
+    if (api->store)
+        ctl_store_put(api->store, r, row, lk);
+}
+
+static double history_bytes(void *ud)
+{
+    ctl_history_stats hs;
+    ctl_state_history_stats(((ctl_api *)ud)->state, &hs);
+    return (double)hs.bytes;
+}
+
+static double history_refused(void *ud)
+{
+    ctl_history_stats hs;
+    ctl_state_history_stats(((ctl_api *)ud)->state, &hs);
+    return (double)hs.refused;
+}
+
+/* History bounds, the change hook, the history gauges and the Redis
+ * store (which reads the history back once connected). */
+static int start_history(ctl_api *api, char *errbuf, size_t errlen)
+{
+    const ctl_config *cfg = api->cfg;
+    ctl_history_limits lim = {(size_t)cfg->history_scores,
+                              (size_t)cfg->history_locks,
+                              (size_t)cfg->history_memory};
+    if (ctl_state_set_history(api->state, &lim) != FG_OK) {
+        snprintf(errbuf, errlen, "control.history_*: out of range");
+        return -1;
+    }
+    ctl_state_on_change(api->state, on_state_change, api);
+    if (!fg_metrics_gauge_fn(api->m, "fleetgate_control_history_bytes",
+                             "Memory held by the region history "
+                             "(control.history_memory caps it).", "",
+                             history_bytes, api) ||
+        !fg_metrics_gauge_fn(api->m, "fleetgate_control_history_refused",
+                             "History rows and records left out for memory "
+                             "since start.", "", history_refused, api)) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    if (!cfg->redis_host[0])
+        return 0;
+    ctl_store_opts so = {
+        .host = cfg->redis_host,
+        .port = (int)cfg->redis_port,
+        .timeout_ms = (int)cfg->redis_timeout_ms,
+        .prefix = cfg->redis_prefix,
+        .ttl_ms = cfg->redis_ttl_ms,
+        .scores = lim.scores,
+        .locks = lim.locks,
+    };
+    api->store = ctl_store_new(api->base, api->state, api->m, &so, errbuf,
+                               errlen);
+    return api->store ? 0 : -1;
+}
+
+/* The event-stream hub (before the feeds: they publish to it). */
+static int start_stream(ctl_api *api, char *errbuf, size_t errlen)
+{
+    const ctl_config *cfg = api->cfg;
+    ctl_stream_limits lim = {
+        .max_clients = (size_t)cfg->stream_max_connections,
+        .ring = (size_t)cfg->stream_ring,
+        .client_buffer = (size_t)cfg->stream_client_buffer,
+        .ping_ms = cfg->stream_ping_ms,
+        .stall_ms = 0, /* the listener's write timeout */
+    };
+    api->stream = ctl_stream_new(api->base, api->state, &lim, api->m, errbuf,
+                                 errlen);
+    api->c_dash_lost = fg_metrics_counter(
+        api->m, "fleetgate_control_dashboard_lost_total",
+        "Stream events not written to control.dashboard_topic (producer "
+        "busy or failed, or not acknowledged).", "");
+    if (api->stream && !api->c_dash_lost)
+        snprintf(errbuf, errlen, "out of memory");
+    return api->stream && api->c_dash_lost ? 0 : -1;
 }
 
 ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,
@@ -1302,6 +1616,10 @@ ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,
         snprintf(errbuf, errlen, "out of memory");
         goto fail;
     }
+    if (start_history(api, errbuf, errlen) != 0)
+        goto fail;
+    if (start_stream(api, errbuf, errlen) != 0)
+        goto fail;
     /* Producer. */
     rd_kafka_conf_t *kc = ctl_config_producer(cfg, errbuf, errlen);
     if (!kc)
@@ -1322,6 +1640,14 @@ ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,
     if (!api->locks_rkt || !api->audit_rkt || !api->policies_rkt ||
         !api->ppump)
         goto fail;
+    if (cfg->dashboard_topic[0]) {
+        api->dash_rkt = rd_kafka_topic_new(api->p, cfg->dashboard_topic, NULL);
+        if (!api->dash_rkt) {
+            snprintf(errbuf, errlen, "control.dashboard_topic: %s",
+                     rd_kafka_err2str(rd_kafka_last_error()));
+            goto fail;
+        }
+    }
     ensure_topics(api);
     /* Lock feed (owns its configuration from here on). */
     char group[96];
@@ -1355,6 +1681,12 @@ ctl_api *ctl_api_new(struct event_base *base, const ctl_config *cfg,
         goto fail;
     fd = -1;
     fg_http_server_on_reject(api->srv, on_reject);
+    /* HTTPS when control.tls_cert/tls_key are set (loaded and checked with
+     * the configuration; the server takes its own reference). */
+    if (cfg->tls && fg_http_server_set_tls(api->srv, cfg->tls) != FG_OK) {
+        snprintf(errbuf, errlen, "control.tls_cert: cannot enable TLS");
+        goto fail;
+    }
     return api;
 fail:
     if (fd >= 0)
@@ -1377,6 +1709,10 @@ int ctl_api_port(const ctl_api *api)
 
 void ctl_api_drain(ctl_api *api)
 {
+    /* Streams never finish on their own: end them now, so that clients
+     * reconnect elsewhere (with Last-Event-ID) while we stop. */
+    if (api->stream)
+        ctl_stream_drain(api->stream);
     if (api->srv)
         fg_http_server_drain(api->srv);
 }
@@ -1425,10 +1761,17 @@ void ctl_api_free(ctl_api *api, int timeout_ms)
         rd_kafka_topic_destroy(api->audit_rkt);
     if (api->policies_rkt)
         rd_kafka_topic_destroy(api->policies_rkt);
+    if (api->dash_rkt)
+        rd_kafka_topic_destroy(api->dash_rkt);
     if (api->pq)
         rd_kafka_queue_destroy(api->pq);
     if (api->p)
         rd_kafka_destroy(api->p);
+    /* After the producer's last reports (they may still change regions). */
+    ctl_store_free(api->store);
+    /* The feeds that publish are gone; the server told the hub about
+     * every stream it closed. */
+    ctl_stream_free(api->stream);
     ctl_state_free(api->state);
     free(api);
 }

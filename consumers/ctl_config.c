@@ -3,12 +3,14 @@
 #include "ctl_config.h"
 
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ctl_store.h"
 #include "fg_kafka.h"
 #include "fg_log.h"
 
@@ -68,6 +70,60 @@ static const fg_conf_slot ctl_slots[] = {
     CTL_SLOT("control.request_ttl", FG_CONF_DURATION, "15m", request_ttl_ms,
              1000, INT64_C(86400000),
              "How long a pending (two-person) lock request can be approved."),
+    CTL_SLOT("control.history_scores", FG_CONF_INT, "60", history_scores, 1,
+             1000, "Score rows GET /v1/regions/{code} keeps per region (its "
+             "history.scores)."),
+    CTL_SLOT("control.history_locks", FG_CONF_INT, "16", history_locks, 1,
+             256, "Lock records GET /v1/regions/{code} keeps per region (its "
+             "history.locks)."),
+    CTL_SLOT("control.history_memory", FG_CONF_SIZE, "64m", history_memory,
+             65536, INT64_C(17179869184),
+             "Memory for all regions' history; what would not fit is left "
+             "out (fleetgate_control_history_refused)."),
+    CTL_SLOT("redis.host", FG_CONF_STR, "127.0.0.1", redis_host, 0, 0,
+             "Redis that keeps the region picture and history across "
+             "restarts; empty: history in memory only."),
+    CTL_SLOT("redis.port", FG_CONF_INT, "6379", redis_port, 1, 65535,
+             "Redis port."),
+    CTL_SLOT("redis.timeout", FG_CONF_DURATION, "2s", redis_timeout_ms, 50,
+             600000,
+             "A Redis command not answered this long drops the connection."),
+    CTL_SLOT("redis.prefix", FG_CONF_STR, "fg:ctl", redis_prefix, 0, 0,
+             "Prefix of the control service's Redis keys "
+             "(<prefix>:{REGION}:now|scores|locks, <prefix>:regions)."),
+    CTL_SLOT("redis.ttl", FG_CONF_DURATION, "3d", redis_ttl_ms, 60000,
+             INT64_C(31536000000),
+             "A region's Redis keys expire this long after its last change."),
+    CTL_SLOT("control.stream_max_connections", FG_CONF_INT, "64",
+             stream_max_connections, 0, 100000,
+             "Clients of GET /v1/stream (server-sent events) at once; more "
+             "get 503 with Retry-After. Each also counts against "
+             "control.max_connections. 0 turns the stream off."),
+    CTL_SLOT("control.stream_ring", FG_CONF_INT, "1024", stream_ring, 1,
+             1000000,
+             "Stream events kept in memory, so that a client reconnecting "
+             "with Last-Event-ID gets what it missed instead of a new "
+             "snapshot."),
+    CTL_SLOT("control.stream_client_buffer", FG_CONF_SIZE, "1m",
+             stream_client_buffer, 4096, INT64_C(268435456),
+             "Stream bytes held for one client that reads slower than events "
+             "come (on top of its first snapshot or replay); over it the "
+             "client is dropped."),
+    CTL_SLOT("control.stream_ping", FG_CONF_DURATION, "15s", stream_ping_ms,
+             100, 3600000,
+             "Interval of the \": ping\" comment on every stream, which keeps "
+             "proxies from closing quiet connections."),
+    CTL_SLOT("control.dashboard_topic", FG_CONF_STR, "", dashboard_topic, 0,
+             0,
+             "When set, every stream event (score, lock) is also written to "
+             "this topic as JSON (key region, the event's data plus "
+             "\"event\"); empty: off."),
+    CTL_SLOT("control.tls_cert", FG_CONF_STR, "", tls_cert, 0, 0,
+             "PEM file with the API's TLS certificate, then any "
+             "intermediates; set with control.tls_key to serve HTTPS (TLS "
+             "1.2+). Both empty: plain HTTP."),
+    CTL_SLOT("control.tls_key", FG_CONF_STR, "", tls_key, 0, 0,
+             "PEM file with the private key of control.tls_cert."),
     CTL_SLOT("log.level", FG_CONF_STR, "info", log_level, 0, 0,
              "debug, info, warn or error."),
     FG_CONF_END,
@@ -151,10 +207,51 @@ static int derive(ctl_config *cfg, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "control.default_ttl: over control.max_ttl");
         return -1;
     }
+    if (cfg->dashboard_topic[0] &&
+        (strcmp(cfg->dashboard_topic, cfg->locks_topic) == 0 ||
+         strcmp(cfg->dashboard_topic, cfg->scores_topic) == 0 ||
+         strcmp(cfg->dashboard_topic, cfg->audit_topic) == 0 ||
+         strcmp(cfg->dashboard_topic, cfg->policies_topic) == 0)) {
+        /* JSON copies on the lock topic would replace lock records. */
+        snprintf(errbuf, errlen, "control.dashboard_topic: '%s' is already "
+                 "the lock, score, audit or policies topic; use a topic of "
+                 "its own", cfg->dashboard_topic);
+        return -1;
+    }
+    if (cfg->stream_max_connections >= cfg->max_connections) {
+        snprintf(errbuf, errlen, "control.stream_max_connections: must be "
+                 "below control.max_connections (%lld), or streams could "
+                 "leave no connection for API calls",
+                 (long long)cfg->max_connections);
+        return -1;
+    }
+    if (cfg->redis_host[0] && !ctl_store_prefix_ok(cfg->redis_prefix)) {
+        snprintf(errbuf, errlen, "redis.prefix: '%s' is not 1 to %d printable "
+                 "bytes without spaces or braces", cfg->redis_prefix,
+                 CTL_STORE_PREFIX_MAX);
+        return -1;
+    }
     if (strlen(cfg->default_message) > FG_LOCK_MESSAGE_MAX) {
         snprintf(errbuf, errlen, "control.default_message: over %d bytes",
                  FG_LOCK_MESSAGE_MAX);
         return -1;
+    }
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0]) {
+        snprintf(errbuf, errlen, "%s: must be set with %s (both or neither)",
+                 cfg->tls_cert[0] ? "control.tls_key" : "control.tls_cert",
+                 cfg->tls_cert[0] ? "control.tls_cert" : "control.tls_key");
+        return -1;
+    }
+    if (cfg->tls_cert[0]) {
+        fg_http_tls_file bad = FG_HTTP_TLS_NONE;
+        cfg->tls = fg_http_tls_ctx_new(cfg->tls_cert, cfg->tls_key, &bad, e,
+                                       sizeof(e));
+        if (!cfg->tls) {
+            snprintf(errbuf, errlen, "%s: %s",
+                     bad == FG_HTTP_TLS_KEY ? "control.tls_key"
+                                            : "control.tls_cert", e);
+            return -1;
+        }
     }
     if (cfg->id && cfg->id[0]) {
         snprintf(cfg->ctl_id, sizeof(cfg->ctl_id), "%s", cfg->id);
@@ -328,4 +425,6 @@ void ctl_config_free(ctl_config *cfg)
     fg_conf_kvs_free(&cfg->tokens);
     ctl_auth_free(cfg->auth);
     cfg->auth = NULL;
+    SSL_CTX_free(cfg->tls);
+    cfg->tls = NULL;
 }

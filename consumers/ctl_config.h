@@ -12,6 +12,7 @@
 #include "ctl_auth.h"
 #include "ctl_req.h"
 #include "fg_config.h"
+#include "fg_http.h"
 
 typedef struct ctl_config {
     char *listen;
@@ -33,10 +34,26 @@ typedef struct ctl_config {
     char *policies_topic;
     int64_t two_person_devices;
     int64_t request_ttl_ms;
+    int64_t history_scores;
+    int64_t history_locks;
+    int64_t history_memory;
+    char *redis_host;     /* "" = no Redis: history in memory only */
+    int64_t redis_port;
+    int64_t redis_timeout_ms;
+    char *redis_prefix;
+    int64_t redis_ttl_ms;
+    int64_t stream_max_connections; /* GET /v1/stream clients at once */
+    int64_t stream_ring;            /* events kept for Last-Event-ID */
+    int64_t stream_client_buffer;   /* bytes buffered per slow client */
+    int64_t stream_ping_ms;         /* ": ping" comment interval */
+    char *dashboard_topic;          /* "" = no JSON copy of stream events */
+    char *tls_cert;                 /* PEM chain; "" (and tls_key): HTTP */
+    char *tls_key;                  /* PEM private key of tls_cert */
     /* derived */
     char ctl_id[65];
     ctl_req_limits limits;
     ctl_auth *auth;      /* from tokens.* */
+    SSL_CTX *tls;        /* from tls_cert and tls_key; NULL: plain HTTP */
     fg_conf_kvs kafka;   /* kafka.* */
     fg_conf_kvs tokens;  /* tokens.<actor> = role:sha256hex */
 } ctl_config;

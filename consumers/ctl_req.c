@@ -8,12 +8,72 @@
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
+/* Length (1-4) of the character that starts s[0..n) when it is strict
+ * UTF-8 and not a C0 control or DEL; 0 for a control character, an
+ * overlong form, a surrogate, a code point over U+10FFFF, a stray or a cut
+ * sequence. yajl's parser lets all of these invalid forms through (and
+ * decodes a lone "\udc00" escape into a surrogate), but fg_lock_decode
+ * refuses them, so a lock record carrying one would be published and then
+ * ignored by every reader. */
+static size_t text_char(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t need;
+    uint32_t cp, min;
+    if (c < 0x80)
+        return c < 0x20 || c == 0x7f ? 0 : 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 1;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 2;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 3;
+        min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n - 1 < need)
+        return 0;
+    cp = c & (0x3fu >> need);
+    for (size_t j = 1; j <= need; j++) {
+        if ((s[j] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[j] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return need + 1;
+}
+
+/* Copies s into out[cap] as clean text: whole characters only (never cut
+ * inside one), anything text_char refuses as '?'. The error's field and
+ * detail carry request bytes (a JSON key, a query key) and snprintf cuts;
+ * both go into a JSON answer whose generator drops invalid UTF-8, which
+ * left the error object malformed. */
+static void copy_text(char *out, size_t cap, const char *s)
+{
+    size_t n = strlen(s), i = 0, o = 0;
+    while (i < n) {
+        size_t k = text_char((const unsigned char *)s + i, n - i);
+        const char *from = k ? s + i : "?";
+        size_t w = k ? k : 1;
+        if (o + w >= cap)
+            break;
+        memcpy(out + o, from, w);
+        o += w;
+        i += w;
+    }
+    out[o] = '\0';
+}
+
 static void set_err(ctl_req_error *err, const char *code, const char *field,
                     const char *detail)
 {
     err->code = code;
-    snprintf(err->field, sizeof(err->field), "%s", field ? field : "");
-    snprintf(err->detail, sizeof(err->detail), "%s", detail ? detail : "");
+    copy_text(err->field, sizeof(err->field), field ? field : "");
+    copy_text(err->detail, sizeof(err->detail), detail ? detail : "");
 }
 
 /* ---- routes ---- */
@@ -66,6 +126,8 @@ ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
             memcpy(region, seg[2], n);
             region[n] = '\0';
         }
+    } else if (seg_eq(seg[1], segn[1], "stream") && nseg == 2) {
+        r = CTL_ROUTE_STREAM;
     } else if (seg_eq(seg[1], segn[1], "locks") && nseg == 3 &&
                seg_eq(seg[2], segn[2], "unlock-all")) {
         r = CTL_ROUTE_UNLOCK_ALL;
@@ -80,6 +142,8 @@ ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
     }
     if (r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION)
         *method_ok = is_get;
+    else if (r == CTL_ROUTE_STREAM)
+        *method_ok = meth == FG_HTTP_GET;
     else if (r == CTL_ROUTE_POLICY)
         *method_ok = meth == FG_HTTP_PUT;
     else
@@ -97,6 +161,7 @@ const char *ctl_route_str(ctl_route r)
     case CTL_ROUTE_UNLOCK_ALL: return "unlock_all";
     case CTL_ROUTE_APPROVE: return "approve";
     case CTL_ROUTE_POLICY: return "policy";
+    case CTL_ROUTE_STREAM: return "stream";
     default: return "none";
     }
 }
@@ -105,6 +170,8 @@ const char *ctl_route_allow(ctl_route r)
 {
     if (r == CTL_ROUTE_LIST || r == CTL_ROUTE_REGION)
         return "GET, HEAD";
+    if (r == CTL_ROUTE_STREAM)
+        return "GET";
     return r == CTL_ROUTE_POLICY ? "PUT" : "POST";
 }
 
@@ -266,15 +333,18 @@ static int take_string(yajl_val v, const char *field, char *out, size_t cap,
         return -1;
     }
     int blank = 1;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7f) {
-            snprintf(d, sizeof(d), "%s has a control character", field);
+        size_t k = text_char((const unsigned char *)s + i, n - i);
+        if (k == 0) {
+            snprintf(d, sizeof(d), "%s has %s", field,
+                     c < 0x80 ? "a control character" : "invalid UTF-8");
             set_err(err, "invalid_value", field, d);
             return -1;
         }
         if (c != ' ')
             blank = 0;
+        i += k;
     }
     if (blank && !blank_ok) {
         snprintf(d, sizeof(d), "%s must not be empty", field);
@@ -302,6 +372,19 @@ static int take_int(yajl_val v, const char *field, int64_t min, int64_t max,
         return -1;
     }
     *out = (int64_t)x;
+    return 0;
+}
+
+static int take_bool(yajl_val v, const char *field, int *out,
+                     ctl_req_error *err)
+{
+    char d[96];
+    if (!YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v)) {
+        snprintf(d, sizeof(d), "%s must be true or false", field);
+        set_err(err, "wrong_type", field, d);
+        return -1;
+    }
+    *out = YAJL_IS_TRUE(v);
     return 0;
 }
 
@@ -361,12 +444,8 @@ fg_status ctl_req_parse_lock(const char *body, size_t len,
             if (take_string(v, k, out->message, sizeof(out->message), 1, err))
                 goto out;
             out->has_message = 1;
-        } else {
-            if (!YAJL_IS_TRUE(v) && !YAJL_IS_FALSE(v)) {
-                set_err(err, "wrong_type", k, "dry_run must be true or false");
-                goto out;
-            }
-            out->dry_run = YAJL_IS_TRUE(v);
+        } else if (take_bool(v, k, &out->dry_run, err)) {
+            goto out;
         }
     }
     if (!have_reason) {
@@ -393,8 +472,9 @@ fg_status ctl_req_parse_unlock(const char *body, size_t len,
     for (size_t i = 0; i < root->u.object.len; i++) {
         const char *k = root->u.object.keys[i];
         yajl_val v = root->u.object.values[i];
-        if (strcmp(k, "reason") != 0 && strcmp(k, "pin_s") != 0) {
-            set_err(err, "unknown_field", k, "fields: reason, pin_s");
+        if (strcmp(k, "reason") != 0 && strcmp(k, "pin_s") != 0 &&
+            strcmp(k, "dry_run") != 0) {
+            set_err(err, "unknown_field", k, "fields: reason, pin_s, dry_run");
             goto out;
         }
         if (YAJL_IS_NULL(v))
@@ -403,7 +483,10 @@ fg_status ctl_req_parse_unlock(const char *body, size_t len,
             if (take_string(v, k, out->reason, sizeof(out->reason), 0, err))
                 goto out;
             have_reason = 1;
-        } else if (take_int(v, k, 0, lim->max_pin_s, &out->pin_s, err)) {
+        } else if (strcmp(k, "pin_s") == 0) {
+            if (take_int(v, k, 0, lim->max_pin_s, &out->pin_s, err))
+                goto out;
+        } else if (take_bool(v, k, &out->dry_run, err)) {
             goto out;
         }
     }

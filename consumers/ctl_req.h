@@ -25,7 +25,8 @@ typedef enum ctl_route {
     CTL_ROUTE_UNLOCK,     /* POST /v1/regions/{code}/unlock */
     CTL_ROUTE_UNLOCK_ALL, /* POST /v1/locks/unlock-all */
     CTL_ROUTE_APPROVE,    /* POST /v1/requests/{id}/approve */
-    CTL_ROUTE_POLICY      /* PUT /v1/regions/{code}/policy */
+    CTL_ROUTE_POLICY,     /* PUT /v1/regions/{code}/policy */
+    CTL_ROUTE_STREAM      /* GET /v1/stream (server-sent events) */
 } ctl_route;
 
 /* A refused request: code is a static string ("invalid_json",
@@ -46,16 +47,18 @@ typedef struct ctl_req_error {
  * {code} segment (or the {id} of an approve; NUL-terminated, cut at
  * CTL_SEGMENT_MAX bytes) for the routes that have one, "" otherwise.
  * *method_ok is 1 when meth is the route's method (GET and HEAD for reads,
- * PUT for a policy, POST for other actions), 0 when the answer must be 405.
+ * GET only for the event stream, PUT for a policy, POST for other
+ * actions), 0 when the answer must be 405.
  * @thread any */
 ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
                           char region[CTL_SEGMENT_MAX + 1], int *method_ok);
 
 /* Static names: "list", "region", "lock", "unlock", "unlock_all",
- * "approve", "policy" (the audit record's action), "none". */
+ * "approve", "policy" (the audit record's action), "stream", "none". */
 const char *ctl_route_str(ctl_route r);
 
-/* The method a route takes, for Allow: "GET, HEAD", "PUT" or "POST". */
+/* The method a route takes, for Allow: "GET, HEAD", "GET", "PUT" or
+ * "POST". */
 const char *ctl_route_allow(ctl_route r);
 
 /* True when region is a valid code (fg_region_valid). */
@@ -104,6 +107,7 @@ typedef struct ctl_lock_req {
 typedef struct ctl_unlock_req {
     char reason[FG_LOCK_REASON_MAX + 1];
     int64_t pin_s; /* 0 = no pin */
+    int dry_run;   /* answer what would be unlocked, write nothing */
 } ctl_unlock_req;
 
 /* Parses a lock body: one JSON object (valid UTF-8, no duplicate keys, no
@@ -120,8 +124,9 @@ fg_status ctl_req_parse_lock(const char *body, size_t len,
                              const ctl_req_limits *lim, ctl_lock_req *out,
                              ctl_req_error *err);
 
-/* Parses an unlock body: reason (as above, required) and pin_s (integer
- * 0..max_pin_s, default 0). Same rules otherwise. */
+/* Parses an unlock body: reason (as above, required), pin_s (integer
+ * 0..max_pin_s, default 0) and dry_run (boolean, default false). Same
+ * rules otherwise. */
 fg_status ctl_req_parse_unlock(const char *body, size_t len,
                                const ctl_req_limits *lim, ctl_unlock_req *out,
                                ctl_req_error *err);

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Region table (sorted array, binary search), score-row decoding and the
- * JSON views of regions and lock records. */
+/* Region table (sorted array, binary search), score-row decoding, the
+ * per-region history (a ring of score rows and a since-ordered array of
+ * encoded lock records, in an index of its own so that history read back
+ * from Redis never makes a region appear in the table) and the JSON views
+ * of regions and lock records. */
 #include "ctl_state.h"
 
 #include <math.h>
@@ -10,15 +13,48 @@
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
+/* One lock record of a history: the fields that identify it, and its
+ * encoding (what the detail view decodes and Redis stores). */
+typedef struct hist_lock {
+    int64_t since;
+    int state;
+    char id[FG_LOCK_ID_MAX + 1];
+    char *rec; /* malloc'd, len bytes */
+    size_t len;
+} hist_lock;
+
+struct ctl_history {
+    ctl_score_row *scores; /* ring of s_cap rows, after the struct */
+    size_t s_cap, s_head, s_n;
+    hist_lock *locks; /* l_cap slots, oldest first; NULL until a record */
+    size_t l_cap, l_n;
+};
+
+typedef struct hist_slot {
+    char region[FG_REGION_MAX + 1];
+    ctl_history *h;
+} hist_slot;
+
 struct ctl_state {
     ctl_region *items;
     size_t n, cap;
+    hist_slot *hist; /* sorted by region */
+    size_t hn, hcap;
+    ctl_history_limits lim;
+    size_t hist_bytes; /* charged against lim.max_bytes */
+    uint64_t hist_refused;
+    ctl_state_change_cb on_change;
+    void *on_change_ud;
 };
 
 /* ---- score rows ---- */
 
 enum { SC_REGION = 1, SC_TS = 2, SC_DEV = 4, SC_GREY = 8, SC_SHARE = 16,
        SC_LO = 32, SC_HI = 64, SC_ALL = 127 };
+
+/* Largest ts, devices or grey accepted, in either encoding: exact in a
+ * double (msgpack integers are read through one). */
+#define CTL_SCORE_COUNT_MAX 9.0e15
 
 static const char *const score_names[] = {"region", "ts", "devices", "grey",
                                           "share", "lo", "hi"};
@@ -45,6 +81,100 @@ static int set_region(ctl_score *out, const char *s, size_t n, char *errbuf,
     return 0;
 }
 
+/* Keeps a mode of 1-15 visible ASCII bytes ("auto", "monitor", "never");
+ * any other value is ignored like an unknown key. It is copied into the
+ * API's JSON as is, where raw bytes from a msgpack str (not checked for
+ * UTF-8) made yajl's generator drop the value and break the object. */
+static void set_mode(ctl_score *out, const char *s, size_t n)
+{
+    if (n == 0 || n >= sizeof(out->mode))
+        return;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return;
+    memcpy(out->mode, s, n);
+    out->mode[n] = '\0';
+}
+
+/* Deepest nesting a score row may have (its unknown keys' values). */
+#define CTL_SCORE_DEPTH 16
+
+/* How the msgpack types 0xc0..0xdf are laid out: a fixed payload of `n`
+ * bytes; a payload whose length is the next `n` bytes, plus `extra` (the
+ * ext type byte); an array or a map whose element count is the next `n`
+ * bytes; or never used (0xc1). */
+enum { MP_FIXED, MP_SIZED, MP_ARRAY, MP_MAP, MP_BAD };
+static const struct {
+    unsigned char kind, n, extra;
+} mp_types[32] = {
+    {MP_FIXED, 0, 0}, {MP_BAD, 0, 0},   {MP_FIXED, 0, 0}, {MP_FIXED, 0, 0},
+    {MP_SIZED, 1, 0}, {MP_SIZED, 2, 0}, {MP_SIZED, 4, 0}, {MP_SIZED, 1, 1},
+    {MP_SIZED, 2, 1}, {MP_SIZED, 4, 1}, {MP_FIXED, 4, 0}, {MP_FIXED, 8, 0},
+    {MP_FIXED, 1, 0}, {MP_FIXED, 2, 0}, {MP_FIXED, 4, 0}, {MP_FIXED, 8, 0},
+    {MP_FIXED, 1, 0}, {MP_FIXED, 2, 0}, {MP_FIXED, 4, 0}, {MP_FIXED, 8, 0},
+    {MP_FIXED, 2, 0}, {MP_FIXED, 3, 0}, {MP_FIXED, 5, 0}, {MP_FIXED, 9, 0},
+    {MP_FIXED, 17, 0}, {MP_SIZED, 1, 0}, {MP_SIZED, 2, 0}, {MP_SIZED, 4, 0},
+    {MP_ARRAY, 2, 0}, {MP_ARRAY, 4, 0}, {MP_MAP, 2, 0}, {MP_MAP, 4, 0}};
+
+/* Steps over the msgpack value at p[*off] without allocating. 0 when it is
+ * cut short, uses 0xc1, nests deeper than CTL_SCORE_DEPTH, or has a
+ * container that declares more elements than bytes remain (each takes one
+ * at least). msgpack-c allocates a container's elements before reading
+ * them, so five bytes declaring an array of 2^32 - 1 elements asked it for
+ * about 100 GB. */
+static int mp_skip(const unsigned char *p, size_t len, size_t *off,
+                   int depth)
+{
+    uint64_t n = 0; /* payload bytes or elements */
+    int kind;
+    if (*off >= len)
+        return 0;
+    unsigned b = p[(*off)++];
+    if (b <= 0x7f || b >= 0xe0) {
+        return 1; /* fixint */
+    } else if (b <= 0x8f) {
+        kind = MP_MAP;
+        n = b & 0x0f;
+    } else if (b <= 0x9f) {
+        kind = MP_ARRAY;
+        n = b & 0x0f;
+    } else if (b <= 0xbf) {
+        kind = MP_FIXED; /* fixstr */
+        n = b & 0x1f;
+    } else {
+        kind = mp_types[b - 0xc0].kind;
+        n = mp_types[b - 0xc0].n;
+        if (kind == MP_BAD)
+            return 0;
+        if (kind != MP_FIXED) {
+            size_t w = (size_t)n;
+            if (len - *off < w)
+                return 0;
+            n = 0;
+            for (size_t i = 0; i < w; i++)
+                n = n << 8 | p[*off + i];
+            *off += w;
+            n += mp_types[b - 0xc0].extra;
+            if (kind == MP_SIZED)
+                kind = MP_FIXED;
+        }
+    }
+    if (kind == MP_MAP)
+        n *= 2;
+    if (n > len - *off)
+        return 0;
+    if (kind == MP_FIXED) {
+        *off += (size_t)n;
+        return 1;
+    }
+    if (depth >= CTL_SCORE_DEPTH)
+        return 0;
+    for (uint64_t i = 0; i < n; i++)
+        if (!mp_skip(p, len, off, depth + 1))
+            return 0;
+    return 1;
+}
+
 static fg_status decode_msgpack(const char *buf, size_t len, ctl_score *out,
                                 char *errbuf, size_t errlen)
 {
@@ -52,8 +182,10 @@ static fg_status decode_msgpack(const char *buf, size_t len, ctl_score *out,
     size_t off = 0;
     unsigned have = 0;
     fg_status st = FG_EINVAL;
+    size_t end = 0;
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (!mp_skip((const unsigned char *)buf, len, &end, 0) || end != len ||
+        msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
         off != len || u.data.type != MSGPACK_OBJECT_MAP) {
         snprintf(errbuf, errlen, "not one msgpack map");
         goto out;
@@ -73,11 +205,8 @@ static fg_status decode_msgpack(const char *buf, size_t len, ctl_score *out,
                 goto bad_region;
             have |= SC_REGION;
         } else if (KEY("mode")) {
-            if (v->type == MSGPACK_OBJECT_STR &&
-                v->via.str.size < sizeof(out->mode)) {
-                memcpy(out->mode, v->via.str.ptr, v->via.str.size);
-                out->mode[v->via.str.size] = '\0';
-            }
+            if (v->type == MSGPACK_OBJECT_STR)
+                set_mode(out, v->via.str.ptr, v->via.str.size);
         } else {
             int idx = KEY("ts") ? 1 : KEY("devices") ? 2 : KEY("grey") ? 3
                     : KEY("share") ? 4 : KEY("lo") ? 5 : KEY("hi") ? 6 : -1;
@@ -95,7 +224,8 @@ static fg_status decode_msgpack(const char *buf, size_t len, ctl_score *out,
                 snprintf(errbuf, errlen, "%s: wrong type", score_names[idx]);
                 goto out;
             }
-            if (!isfinite(d) || d < 0 || (idx < 4 && d > 9.0e15)) {
+            if (!isfinite(d) || d < 0 ||
+                (idx < 4 && d > CTL_SCORE_COUNT_MAX)) {
                 snprintf(errbuf, errlen, "%s: out of range", score_names[idx]);
                 goto out;
             }
@@ -149,8 +279,8 @@ static fg_status decode_json(const char *buf, size_t len, ctl_score *out,
                 goto out;
             have |= SC_REGION;
         } else if (strcmp(k, "mode") == 0) {
-            if (YAJL_IS_STRING(v) && strlen(v->u.string) < sizeof(out->mode))
-                snprintf(out->mode, sizeof(out->mode), "%s", v->u.string);
+            if (YAJL_IS_STRING(v))
+                set_mode(out, v->u.string, strlen(v->u.string));
         } else {
             int idx = -1;
             for (int j = 1; j < 7; j++)
@@ -164,7 +294,8 @@ static fg_status decode_json(const char *buf, size_t len, ctl_score *out,
             }
             double d = idx < 4 ? (double)YAJL_GET_INTEGER(v)
                                : YAJL_GET_DOUBLE(v);
-            if (!isfinite(d) || d < 0) {
+            if (!isfinite(d) || d < 0 ||
+                (idx < 4 && d > CTL_SCORE_COUNT_MAX)) {
                 snprintf(errbuf, errlen, "%s: out of range", k);
                 goto out;
             }
@@ -208,13 +339,32 @@ fg_status ctl_score_decode(const char *buf, size_t len, ctl_score *out,
 
 ctl_state *ctl_state_new(void)
 {
-    return calloc(1, sizeof(ctl_state));
+    ctl_state *st = calloc(1, sizeof(ctl_state));
+    if (!st)
+        return NULL;
+    st->lim.scores = CTL_HISTORY_SCORES_DEFAULT;
+    st->lim.locks = CTL_HISTORY_LOCKS_DEFAULT;
+    st->lim.max_bytes = CTL_HISTORY_BYTES_DEFAULT;
+    return st;
+}
+
+static void hist_free(ctl_history *h)
+{
+    if (!h)
+        return;
+    for (size_t i = 0; i < h->l_n; i++)
+        free(h->locks[i].rec);
+    free(h->locks);
+    free(h);
 }
 
 void ctl_state_free(ctl_state *st)
 {
     if (!st)
         return;
+    for (size_t i = 0; i < st->hn; i++)
+        hist_free(st->hist[i].h);
+    free(st->hist);
     free(st->items);
     free(st);
 }
@@ -267,6 +417,272 @@ static ctl_region *get_or_add(ctl_state *st, const char *region,
     return &st->items[i];
 }
 
+/* ---- history ---- */
+
+fg_status ctl_state_set_history(ctl_state *st, const ctl_history_limits *lim)
+{
+    if (st->hn > 0 || lim->scores < 1 ||
+        lim->scores > CTL_HISTORY_SCORES_MAX || lim->locks < 1 ||
+        lim->locks > CTL_HISTORY_LOCKS_MAX || lim->max_bytes == 0)
+        return FG_EINVAL;
+    st->lim = *lim;
+    return FG_OK;
+}
+
+void ctl_state_on_change(ctl_state *st, ctl_state_change_cb cb, void *ud)
+{
+    st->on_change = cb;
+    st->on_change_ud = ud;
+}
+
+/* Takes n bytes from the budget; 0 when they do not fit. */
+static int charge(ctl_state *st, size_t n)
+{
+    if (n > st->lim.max_bytes || st->hist_bytes > st->lim.max_bytes - n)
+        return 0;
+    st->hist_bytes += n;
+    return 1;
+}
+
+static size_t hist_find(const ctl_state *st, const char *region, int *found)
+{
+    size_t lo = 0, hi = st->hn;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(st->hist[mid].region, region);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+/* The region's history, created (with its score ring) on first use.
+ * NULL with *err FG_ETOOBIG (budget or index full; counted) or FG_ENOMEM. */
+static ctl_history *hist_get(ctl_state *st, const char *region,
+                             fg_status *err)
+{
+    int found;
+    size_t i = hist_find(st, region, &found);
+    if (found)
+        return st->hist[i].h;
+    size_t bytes = sizeof(ctl_history) + st->lim.scores * sizeof(ctl_score_row);
+    if (st->hn >= CTL_STATE_MAX_REGIONS || !charge(st, bytes)) {
+        st->hist_refused++;
+        *err = FG_ETOOBIG;
+        return NULL;
+    }
+    ctl_history *h = NULL;
+    if (st->hn == st->hcap) {
+        size_t cap = st->hcap ? st->hcap * 2 : 64;
+        hist_slot *slots = realloc(st->hist, cap * sizeof(*slots));
+        if (!slots)
+            goto nomem;
+        st->hist = slots;
+        st->hcap = cap;
+    }
+    h = calloc(1, bytes);
+    if (!h)
+        goto nomem;
+    h->scores = (ctl_score_row *)(h + 1);
+    h->s_cap = st->lim.scores;
+    h->l_cap = st->lim.locks;
+    memmove(&st->hist[i + 1], &st->hist[i], (st->hn - i) * sizeof(*st->hist));
+    st->hn++;
+    snprintf(st->hist[i].region, sizeof(st->hist[i].region), "%s", region);
+    st->hist[i].h = h;
+    return h;
+nomem:
+    st->hist_bytes -= bytes;
+    *err = FG_ENOMEM;
+    return NULL;
+}
+
+static ctl_score_row *ring_at(const ctl_history *h, size_t i)
+{
+    return &h->scores[(h->s_head + i) % h->s_cap];
+}
+
+/* Puts row in ts order. Returns 1 when it went in; 0 when a row of that ts
+ * is held, or the ring is full and row is older than all of it. */
+static int hist_put_score(ctl_history *h, const ctl_score_row *row)
+{
+    size_t p = h->s_n;
+    while (p > 0 && ring_at(h, p - 1)->ts >= row->ts) {
+        if (ring_at(h, p - 1)->ts == row->ts)
+            return 0;
+        p--;
+    }
+    if (h->s_n == h->s_cap) {
+        if (p == 0)
+            return 0;
+        h->s_head = (h->s_head + 1) % h->s_cap;
+        h->s_n--;
+        p--;
+    }
+    for (size_t i = h->s_n; i > p; i--)
+        *ring_at(h, i) = *ring_at(h, i - 1);
+    *ring_at(h, p) = *row;
+    h->s_n++;
+    return 1;
+}
+
+static void hist_drop_oldest_lock(ctl_state *st, ctl_history *h)
+{
+    st->hist_bytes -= h->locks[0].len;
+    free(h->locks[0].rec);
+    memmove(&h->locks[0], &h->locks[1], (h->l_n - 1) * sizeof(*h->locks));
+    h->l_n--;
+}
+
+/* Puts lk in since order (after records with the same since). Returns 1
+ * when it went in; 0 when it is there already, or the history is full and
+ * lk is older than all of it; FG_ETOOBIG or FG_ENOMEM as a negative. */
+static int hist_put_lock(ctl_state *st, ctl_history *h, const fg_lock *lk)
+{
+    char rec[FG_LOCK_RECORD_MAX];
+    for (size_t i = 0; i < h->l_n; i++)
+        if (h->locks[i].since == lk->since &&
+            h->locks[i].state == (int)lk->state &&
+            strcmp(h->locks[i].id, lk->id) == 0)
+            return 0;
+    size_t len = fg_lock_encode(lk, rec, sizeof(rec));
+    if (len == 0)
+        return FG_EINVAL;
+    if (!h->locks) {
+        size_t bytes = h->l_cap * sizeof(*h->locks);
+        if (!charge(st, bytes)) {
+            st->hist_refused++;
+            return FG_ETOOBIG;
+        }
+        h->locks = calloc(h->l_cap, sizeof(*h->locks));
+        if (!h->locks) {
+            st->hist_bytes -= bytes;
+            return FG_ENOMEM;
+        }
+    }
+    size_t p = h->l_n;
+    while (p > 0 && h->locks[p - 1].since > lk->since)
+        p--;
+    if (h->l_n == h->l_cap) {
+        if (p == 0)
+            return 0;
+        hist_drop_oldest_lock(st, h);
+        p--;
+    }
+    /* Over the budget, the region's own older records make room. */
+    while (!charge(st, len)) {
+        if (p == 0) {
+            st->hist_refused++;
+            return FG_ETOOBIG;
+        }
+        hist_drop_oldest_lock(st, h);
+        p--;
+    }
+    char *copy = malloc(len);
+    if (!copy) {
+        st->hist_bytes -= len;
+        return FG_ENOMEM;
+    }
+    memcpy(copy, rec, len);
+    memmove(&h->locks[p + 1], &h->locks[p], (h->l_n - p) * sizeof(*h->locks));
+    hist_lock *e = &h->locks[p];
+    e->since = lk->since;
+    e->state = (int)lk->state;
+    snprintf(e->id, sizeof(e->id), "%s", lk->id);
+    e->rec = copy;
+    e->len = len;
+    h->l_n++;
+    return 1;
+}
+
+static ctl_score_row row_of(const ctl_score *s)
+{
+    ctl_score_row row = {s->ts, s->devices, s->grey, s->share, s->lo, s->hi};
+    return row;
+}
+
+fg_status ctl_state_history_add_score(ctl_state *st, const char *region,
+                                      const ctl_score_row *row)
+{
+    fg_status err = FG_OK;
+    if (!fg_region_valid(region, strlen(region)))
+        return FG_EINVAL;
+    ctl_history *h = hist_get(st, region, &err);
+    if (!h)
+        return err;
+    (void)hist_put_score(h, row);
+    return FG_OK;
+}
+
+fg_status ctl_state_history_add_lock(ctl_state *st, const char *region,
+                                     const fg_lock *lk)
+{
+    fg_status err = FG_OK;
+    if (!fg_region_valid(region, strlen(region)))
+        return FG_EINVAL;
+    ctl_history *h = hist_get(st, region, &err);
+    if (!h)
+        return err;
+    int rc = hist_put_lock(st, h, lk);
+    return rc < 0 ? (fg_status)rc : FG_OK;
+}
+
+const ctl_history *ctl_state_history(const ctl_state *st, const char *region)
+{
+    int found;
+    size_t i = hist_find(st, region, &found);
+    return found ? st->hist[i].h : NULL;
+}
+
+size_t ctl_history_scores(const ctl_history *h)
+{
+    return h ? h->s_n : 0;
+}
+
+const ctl_score_row *ctl_history_score(const ctl_history *h, size_t i)
+{
+    return h && i < h->s_n ? ring_at(h, i) : NULL;
+}
+
+size_t ctl_history_locks(const ctl_history *h)
+{
+    return h ? h->l_n : 0;
+}
+
+const char *ctl_history_lock(const ctl_history *h, size_t i, size_t *len,
+                             int64_t *since)
+{
+    if (!h || i >= h->l_n)
+        return NULL;
+    *len = h->locks[i].len;
+    if (since)
+        *since = h->locks[i].since;
+    return h->locks[i].rec;
+}
+
+void ctl_state_history_stats(const ctl_state *st, ctl_history_stats *out)
+{
+    out->regions = st->hn;
+    out->bytes = st->hist_bytes;
+    out->refused = st->hist_refused;
+}
+
+static void changed(ctl_state *st, const ctl_region *r,
+                    const ctl_score_row *row, const fg_lock *lk)
+{
+    if (st->on_change)
+        st->on_change(st->on_change_ud, r, row, lk);
+}
+
+/* ---- puts ---- */
+
 fg_status ctl_state_put_lock(ctl_state *st, const char *region,
                              const fg_lock *lk)
 {
@@ -279,6 +695,7 @@ fg_status ctl_state_put_lock(ctl_state *st, const char *region,
         if (found) {
             st->items[i].has_lock = 0;
             memset(&st->items[i].lock, 0, sizeof(st->items[i].lock));
+            changed(st, &st->items[i], NULL, NULL);
         }
         return FG_OK;
     }
@@ -287,6 +704,10 @@ fg_status ctl_state_put_lock(ctl_state *st, const char *region,
         return err;
     r->lock = *lk;
     r->has_lock = 1;
+    /* History is best effort: a refusal is counted, the put stands. */
+    ctl_history *h = hist_get(st, region, &err);
+    int added = h && hist_put_lock(st, h, lk) == 1;
+    changed(st, r, NULL, added ? lk : NULL);
     return FG_OK;
 }
 
@@ -300,6 +721,11 @@ fg_status ctl_state_put_score(ctl_state *st, const ctl_score *s)
         return FG_OK; /* an older row (another partition's replay) */
     r->score = *s;
     r->has_score = 1;
+    ctl_score_row row = row_of(s);
+    ctl_history *h = hist_get(st, s->region, &err);
+    int added = h && (h->s_n == 0 || ring_at(h, h->s_n - 1)->ts < row.ts) &&
+                hist_put_score(h, &row);
+    changed(st, r, added ? &row : NULL, NULL);
     return FG_OK;
 }
 
@@ -456,11 +882,12 @@ void ctl_lock_json(yajl_gen g, const fg_lock *lk)
     yajl_gen_map_close(g);
 }
 
-void ctl_region_json(yajl_gen g, const ctl_region *r, int64_t now_ms)
+/* The members of ctl_region_json's object (shared with the detail view so
+ * the two never drift apart). */
+static void region_members(yajl_gen g, const ctl_region *r, int64_t now_ms)
 {
     const fg_lock *lk = r->has_lock ? &r->lock : NULL;
     const ctl_score *s = r->has_score ? &r->score : NULL;
-    yajl_gen_map_open(g);
     ctl_json_str(g, "region", r->region);
     if (s) {
         ctl_json_int(g, "devices", s->devices);
@@ -495,5 +922,49 @@ void ctl_region_json(yajl_gen g, const ctl_region *r, int64_t now_ms)
         ctl_json_int(g, "pin_until", lk->pin_until);
     else
         ctl_json_null(g, "pin_until");
+}
+
+void ctl_region_json(yajl_gen g, const ctl_region *r, int64_t now_ms)
+{
+    yajl_gen_map_open(g);
+    region_members(g, r, now_ms);
+    yajl_gen_map_close(g);
+}
+
+void ctl_region_detail_json(yajl_gen g, const ctl_state *st,
+                            const ctl_region *r, int64_t now_ms)
+{
+    const ctl_history *h = ctl_state_history(st, r->region);
+    yajl_gen_map_open(g);
+    region_members(g, r, now_ms);
+    ctl_json_key(g, "history");
+    yajl_gen_map_open(g);
+    ctl_json_key(g, "scores");
+    yajl_gen_array_open(g);
+    for (size_t i = 0; i < ctl_history_scores(h); i++) {
+        const ctl_score_row *row = ctl_history_score(h, i);
+        yajl_gen_map_open(g);
+        ctl_json_int(g, "ts", row->ts);
+        ctl_json_int(g, "devices", row->devices);
+        ctl_json_int(g, "grey", row->grey);
+        ctl_json_num(g, "share", row->share);
+        ctl_json_num(g, "lo", row->lo);
+        ctl_json_num(g, "hi", row->hi);
+        yajl_gen_map_close(g);
+    }
+    yajl_gen_array_close(g);
+    ctl_json_key(g, "locks");
+    yajl_gen_array_open(g);
+    for (size_t i = 0; i < ctl_history_locks(h); i++) {
+        fg_lock lk;
+        size_t len = 0;
+        const char *rec = ctl_history_lock(h, i, &len, NULL);
+        /* Our own encoding of a validated record: decoding cannot fail
+         * short of memory, and then the entry is left out. */
+        if (fg_lock_decode(rec, len, &lk, NULL, 0) == FG_OK)
+            ctl_lock_json(g, &lk);
+    }
+    yajl_gen_array_close(g);
+    yajl_gen_map_close(g);
     yajl_gen_map_close(g);
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* fleetgatectl: the operators' command line for fleetgate-control. It lists
  * and watches regions, locks, unlocks and pins them, approves pending mass
- * actions and sets policies, over a small blocking HTTP/1.1 client (bearer
- * token from the environment or a file, never from argv). */
+ * actions and sets policies, over a small blocking HTTP/1.1 client, with
+ * TLS (OpenSSL, the server's certificate and name verified) for https://
+ * URLs (bearer token from the environment or a file, never from argv). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,9 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -29,6 +33,7 @@
 #define EXIT_USAGE 2
 #define EXIT_AUTH 3
 #define EXIT_NOTFOUND 4
+#define EXIT_TLS 5
 
 #define DEFAULT_URL "http://127.0.0.1:8081"
 #define RESPONSE_MAX (16u * 1024 * 1024) /* whole response body cap */
@@ -59,28 +64,41 @@ static const char usage_text[] =
     "  lock CODE --reason R [--ttl 1h] [--scope grey|all] [--message M]\n"
     "       [--dry-run]       lock a region (operator); --dry-run shows the\n"
     "                         devices it would affect and changes nothing\n"
-    "  unlock CODE --reason R [--pin 1h]\n"
+    "  unlock CODE --reason R [--pin 1h] [--dry-run]\n"
     "                         unlock a region, optionally pinned against\n"
     "                         automatic relocking (operator)\n"
-    "  unlock-all --reason R [--pin 1h]\n"
-    "                         unlock every locked region (admin)\n"
+    "  unlock-all --reason R [--pin 1h] [--dry-run]\n"
+    "                         unlock every locked region (admin); with\n"
+    "                         --dry-run both list the regions and the\n"
+    "                         devices their locks hold back, and change\n"
+    "                         nothing\n"
     "  approve ID [--reason R]\n"
     "                         approve a pending mass action (admin, another\n"
     "                         admin than the requester)\n"
     "  policy CODE key=value... [--reason R]\n"
     "                         set a region's policy (admin), e.g. mode=never\n"
-    "                         lock_share=0.8; numbers, true, false and null\n"
+    "                         lock_at=0.8; numbers, true, false and null\n"
     "                         are sent as JSON values, the rest as strings\n"
     "  watch [--interval 2s] [--count N] [--sort ...] [--state ...]\n"
-    "                         redraw the regions table every interval until\n"
-    "                         Ctrl-C (or N frames)\n"
+    "                         the regions table, live: redrawn on every\n"
+    "                         score and lock event of GET /v1/stream, and\n"
+    "                         every interval (countdowns), until Ctrl-C (or\n"
+    "                         N frames); with --json one line per event\n"
+    "                         ({\"id\",\"event\",\"data\"}); picks up where it\n"
+    "                         left off when the stream is cut\n"
     "\n"
     "Options:\n"
     "  --url URL              the control API (default " DEFAULT_URL
     ",\n"
-    "                         or FLEETGATE_URL); plain http only\n"
-    "  --allow-remote         allow a host that is not loopback (the token\n"
-    "                         would cross the network unencrypted)\n"
+    "                         or FLEETGATE_URL); http:// or https://\n"
+    "  --cacert FILE          PEM file of the CA (or the self-signed\n"
+    "                         certificate) that https:// servers are checked\n"
+    "                         against, or FLEETGATECTL_CACERT; default: the\n"
+    "                         system's trusted CAs. The certificate must also\n"
+    "                         name the URL's host\n"
+    "  --allow-remote         allow plain http:// to a host that is not\n"
+    "                         loopback (the token would cross the network\n"
+    "                         unencrypted); https:// needs no such flag\n"
     "  --token-file FILE      bearer token file (default\n"
     "                         ~/.config/fleetgate/token); FLEETGATE_TOKEN in\n"
     "                         the environment wins. There is no --token:\n"
@@ -98,7 +116,9 @@ static const char usage_text[] =
     "  2  usage error (bad command line, no token flag, remote host)\n"
     "  3  unauthorized or forbidden (401: no or bad token; 403: role too weak)\n"
     "  4  not found (404: unknown region, request, or a route this server\n"
-    "     does not have yet)\n";
+    "     does not have yet)\n"
+    "  5  TLS failed: the server's certificate is not trusted (see --cacert)\n"
+    "     or does not name the host, or the server does not speak TLS\n";
 
 /* ---- command line ---- */
 
@@ -117,6 +137,7 @@ enum cmd {
 typedef struct opts {
     enum cmd cmd;
     const char *url, *token_file, *sort, *state, *reason, *scope, *message;
+    const char *cacert;
     int json, dry_run, allow_remote;
     int64_t ttl_s, pin_s, interval_ms, timeout_ms;
     long count;
@@ -125,6 +146,7 @@ typedef struct opts {
 } opts;
 
 typedef struct url {
+    int tls; /* https:// */
     char host[HOST_MAX];
     char port[8];
     char prefix[PATH_MAX_LEN]; /* path prefix without trailing '/' */
@@ -209,6 +231,7 @@ static const struct optdef {
     unsigned cmds; /* 0: every command */
 } optdefs[] = {
     {"--url", 1, 0},
+    {"--cacert", 1, 0},
     {"--token-file", 1, 0},
     {"--timeout", 1, 0},
     {"--json", 0, 0},
@@ -220,7 +243,7 @@ static const struct optdef {
     {"--ttl", 1, B(CMD_LOCK)},
     {"--scope", 1, B(CMD_LOCK)},
     {"--message", 1, B(CMD_LOCK)},
-    {"--dry-run", 0, B(CMD_LOCK)},
+    {"--dry-run", 0, B(CMD_LOCK) | B(CMD_UNLOCK) | B(CMD_UNLOCK_ALL)},
     {"--pin", 1, B(CMD_UNLOCK) | B(CMD_UNLOCK_ALL)},
     {"--interval", 1, B(CMD_WATCH)},
     {"--count", 1, B(CMD_WATCH)},
@@ -230,6 +253,8 @@ static int set_opt(opts *o, const char *name, const char *val)
 {
     if (strcmp(name, "--url") == 0)
         o->url = val;
+    else if (strcmp(name, "--cacert") == 0)
+        o->cacert = val;
     else if (strcmp(name, "--token-file") == 0)
         o->token_file = val;
     else if (strcmp(name, "--timeout") == 0) {
@@ -391,12 +416,18 @@ static int segment_ok(const char *s)
 static int parse_url(const char *s, url *u)
 {
     memset(u, 0, sizeof(*u));
-    if (strncmp(s, "http://", 7) != 0) {
-        fprintf(stderr, "fleetgatectl: --url must start with http:// (TLS is "
-                "not supported yet): %s\n", s);
+    const char *h;
+    if (strncmp(s, "http://", 7) == 0) {
+        h = s + 7;
+    } else if (strncmp(s, "https://", 8) == 0) {
+        h = s + 8;
+        u->tls = 1;
+    } else {
+        fprintf(stderr, "fleetgatectl: --url must start with http:// or "
+                "https://: %s\n", s);
         return -1;
     }
-    const char *h = s + 7, *end = h + strcspn(h, "/?#");
+    const char *end = h + strcspn(h, "/?#");
     const char *hend, *port = NULL;
     if (*h == '[') {
         const char *rb = memchr(h, ']', (size_t)(end - h));
@@ -425,7 +456,7 @@ static int parse_url(const char *s, url *u)
         if (atoi(u->port) < 1 || atoi(u->port) > 65535)
             goto bad;
     } else {
-        snprintf(u->port, sizeof(u->port), "80");
+        snprintf(u->port, sizeof(u->port), "%s", u->tls ? "443" : "80");
     }
     if (*end == '?' || *end == '#')
         goto bad;
@@ -440,8 +471,8 @@ static int parse_url(const char *s, url *u)
             goto bad;
     return 0;
 bad:
-    fprintf(stderr, "fleetgatectl: not a URL like http://127.0.0.1:8081: %s\n",
-            s);
+    fprintf(stderr, "fleetgatectl: not a URL like http://127.0.0.1:8081 or "
+            "https://control.example:8081: %s\n", s);
     return -1;
 }
 
@@ -535,7 +566,16 @@ typedef struct client {
     int allow_remote;
     int64_t timeout_ms;
     const char *token;
+    SSL_CTX *tls;       /* https:// only */
+    const char *cacert; /* where tls's CAs came from; NULL: the system's */
 } client;
+
+/* One connection: a socket, and its TLS session for https://. */
+typedef struct conn {
+    int fd;
+    SSL *ssl;
+    int tls_up; /* handshake done, no fatal error since: close_notify ok */
+} conn;
 
 typedef struct parse_ctx {
     resp *r;
@@ -632,12 +672,13 @@ static int client_connect(const client *c)
                 gai_strerror(gai));
         return -1;
     }
-    if (!c->allow_remote) {
+    if (!c->allow_remote && !c->u.tls) {
         for (const struct addrinfo *ai = res; ai; ai = ai->ai_next)
             if (!addr_is_loopback(ai->ai_addr)) {
                 fprintf(stderr, "fleetgatectl: %s is not a loopback address: "
                         "the token would cross the network in plain HTTP; "
-                        "pass --allow-remote if you mean it\n", c->u.host);
+                        "use an https:// URL, or pass --allow-remote if you "
+                        "mean it\n", c->u.host);
                 freeaddrinfo(res);
                 return -2;
             }
@@ -655,19 +696,176 @@ static int client_connect(const client *c)
     return fd;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
+/* ---- TLS ---- */
+
+/* OpenSSL's reason for the oldest queued error (the cause), or NULL. The
+ * queue is emptied. */
+static const char *tls_reason(void)
+{
+    unsigned long e = ERR_peek_error();
+    const char *r = NULL;
+    if (e && ERR_SYSTEM_ERROR(e))
+        r = strerror(ERR_GET_REASON(e));
+    else if (e)
+        r = ERR_reason_error_string(e);
+    ERR_clear_error();
+    return r;
+}
+
+/* The context of https:// calls: TLS 1.2 or later, the server's
+ * certificate verified against cafile (PEM; NULL: the system's CAs). NULL
+ * after a message. */
+static SSL_CTX *tls_client_ctx(const char *cafile)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+        fprintf(stderr, "fleetgatectl: cannot set up TLS\n");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+    /* A close without close_notify ends the answer like a FIN does for
+     * http://: answers carry a length, so a cut one is still noticed. */
+    SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
+    int ok = cafile ? SSL_CTX_load_verify_locations(ctx, cafile, NULL)
+                    : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        const char *why = tls_reason();
+        if (cafile)
+            fprintf(stderr, "fleetgatectl: CA file %s (--cacert or "
+                    "FLEETGATECTL_CACERT): %s\n", cafile,
+                    why ? why : "no certificate in it");
+        else
+            fprintf(stderr, "fleetgatectl: cannot load the system's CA "
+                    "certificates%s%s; pass --cacert FILE\n",
+                    why ? ": " : "", why ? why : "");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Runs the TLS handshake on k->fd: SNI and the name check for a DNS host,
+ * the address check for an IP literal. Returns 0, or EXIT_TLS after a
+ * message saying what to do. */
+static int tls_start(const client *c, conn *k)
+{
+    const char *host = c->u.host;
+    unsigned char addr[sizeof(struct in6_addr)];
+    int is_ip = inet_pton(AF_INET, host, addr) == 1 ||
+                inet_pton(AF_INET6, host, addr) == 1;
+    ERR_clear_error();
+    k->ssl = SSL_new(c->tls);
+    if (!k->ssl || SSL_set_fd(k->ssl, k->fd) != 1 ||
+        (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(k->ssl), host)
+               : SSL_set_tlsext_host_name(k->ssl, host) &&
+                     SSL_set1_host(k->ssl, host)) != 1) {
+        fprintf(stderr, "fleetgatectl: cannot set up TLS for %s\n", host);
+        return EXIT_TLS;
+    }
+    errno = 0;
+    int r = SSL_connect(k->ssl);
+    if (r == 1) {
+        k->tls_up = 1;
+        return 0;
+    }
+    int e = SSL_get_error(k->ssl, r);
+    int saved = errno;
+    long v = SSL_get_verify_result(k->ssl);
+    const char *why = tls_reason();
+    if (g_stop)
+        return EXIT_TLS;
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH ||
+        v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+        fprintf(stderr, "fleetgatectl: TLS: the certificate of %s:%s does not "
+                "name %s; use the host name it was issued for\n", host,
+                c->u.port, host);
+    else if (v != X509_V_OK)
+        fprintf(stderr, "fleetgatectl: TLS: the certificate of %s:%s is not "
+                "trusted (%s); pass --cacert FILE (or FLEETGATECTL_CACERT) "
+                "with the CA that issued it%s\n", host, c->u.port,
+                X509_verify_cert_error_string(v),
+                c->cacert ? ", if not this one" : "");
+    else if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) &&
+             (saved == EAGAIN || saved == EWOULDBLOCK))
+        fprintf(stderr, "fleetgatectl: TLS handshake with %s:%s timed out\n",
+                host, c->u.port);
+    else
+        fprintf(stderr, "fleetgatectl: TLS handshake with %s:%s failed: %s "
+                "(is it an https:// server?)\n", host, c->u.port,
+                why ? why : saved ? strerror(saved) : "connection closed");
+    return EXIT_TLS;
+}
+
+/* Sends all of buf. Returns 0, or -1 with errno (EAGAIN: timed out). */
+static int conn_write_all(conn *k, const char *buf, size_t len)
 {
     while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR && !g_stop)
-                continue;
-            return -1;
+        ssize_t n;
+        if (k->ssl) {
+            errno = 0;
+            int w = SSL_write(k->ssl, buf, len > INT32_MAX ? INT32_MAX
+                                                           : (int)len);
+            if (w <= 0) {
+                int e = SSL_get_error(k->ssl, w);
+                ERR_clear_error();
+                if ((e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) &&
+                    errno == EINTR && !g_stop)
+                    continue;
+                if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_SSL)
+                    k->tls_up = 0;
+                if (errno == 0)
+                    errno = EPIPE;
+                return -1;
+            }
+            n = w;
+        } else {
+            n = send(k->fd, buf, len, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR && !g_stop)
+                    continue;
+                return -1;
+            }
         }
         buf += n;
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* recv() through TLS when there is TLS: bytes, 0 at the end of the
+ * answer's stream, -1 with errno (EAGAIN: timed out). */
+static ssize_t conn_read(conn *k, char *buf, size_t cap)
+{
+    if (!k->ssl)
+        return recv(k->fd, buf, cap, 0);
+    errno = 0;
+    int n = SSL_read(k->ssl, buf, cap > INT32_MAX ? INT32_MAX : (int)cap);
+    if (n > 0)
+        return n;
+    int e = SSL_get_error(k->ssl, n);
+    ERR_clear_error();
+    if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_SSL)
+        k->tls_up = 0;
+    if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+        return 0;
+    if (errno == 0)
+        errno = EPROTO;
+    return -1;
+}
+
+static void conn_close(conn *k)
+{
+    if (k->ssl) {
+        if (k->tls_up)
+            (void)SSL_shutdown(k->ssl); /* close_notify, not waiting */
+        ERR_clear_error();
+        SSL_free(k->ssl);
+    }
+    if (k->fd >= 0)
+        close(k->fd);
 }
 
 /* One request on a fresh connection (Connection: close). body may be NULL.
@@ -680,12 +878,19 @@ static int http_call(const client *c, const char *method, const char *path,
     char head[REQ_HEAD_MAX];
     char buf[16384];
     int rc = EXIT_FAIL;
+    conn k = {.fd = -1, .ssl = NULL};
     memset(r, 0, sizeof(*r));
-    int fd = client_connect(c);
-    if (fd == -2)
+    k.fd = client_connect(c);
+    if (k.fd == -2)
         return EXIT_USAGE;
-    if (fd < 0)
+    if (k.fd < 0)
         return EXIT_FAIL;
+    if (c->u.tls) {
+        rc = tls_start(c, &k);
+        if (rc != 0)
+            goto out;
+        rc = EXIT_FAIL;
+    }
     int n = snprintf(head, sizeof(head),
                      "%s %s%s HTTP/1.1\r\n"
                      "Host: %s%s%s:%s\r\n"
@@ -706,11 +911,13 @@ static int http_call(const client *c, const char *method, const char *path,
         fprintf(stderr, "fleetgatectl: request too long\n");
         goto out;
     }
-    if (write_all(fd, head, (size_t)n) != 0 ||
-        (body && write_all(fd, body, body_len) != 0)) {
+    if (conn_write_all(&k, head, (size_t)n) != 0 ||
+        (body && conn_write_all(&k, body, body_len) != 0)) {
         if (!g_stop)
             fprintf(stderr, "fleetgatectl: sending to %s:%s: %s\n", c->u.host,
-                    c->u.port, strerror(errno));
+                    c->u.port, errno == EAGAIN || errno == EWOULDBLOCK
+                                   ? "timed out"
+                                   : strerror(errno));
         goto out;
     }
     http_parser hp;
@@ -722,7 +929,7 @@ static int http_call(const client *c, const char *method, const char *path,
     st.on_message_complete = on_complete;
     hp.data = &pc;
     while (!pc.done) {
-        ssize_t got = recv(fd, buf, sizeof(buf), 0);
+        ssize_t got = conn_read(&k, buf, sizeof(buf));
         if (got < 0) {
             if (errno == EINTR && !g_stop)
                 continue;
@@ -761,7 +968,7 @@ static int http_call(const client *c, const char *method, const char *path,
     }
     rc = EXIT_OK;
 out:
-    close(fd);
+    conn_close(&k);
     if (rc != EXIT_OK) {
         free(r->body);
         memset(r, 0, sizeof(*r));
@@ -1012,6 +1219,72 @@ static int explain_status(const resp *r, const char *method, const char *path)
     return rc;
 }
 
+/* The human form of a dry-run unlock or unlock-all: one line with what
+ * would happen, then the regions it would unlock with their state now and
+ * the devices their locks hold back (the "regions" of the answer). */
+static void print_unlock_dry_run(yajl_val j)
+{
+    static const char *const head[4] = {"REGION", "STATE", "SCOPE", "DEVICES"};
+    yajl_val regions = jget(j, "regions"), rec = jget(j, "would_write");
+    size_t n = regions && YAJL_IS_ARRAY(regions) ? regions->u.array.len : 0;
+    size_t w[4];
+    char cells[4][48], cd[48];
+    int64_t v;
+    if (rec && YAJL_IS_ARRAY(rec))
+        rec = rec->u.array.len ? rec->u.array.values[0] : NULL;
+    if (n == 0) {
+        printf("dry run: no region is locked, nothing to unlock\n");
+        return;
+    }
+    if (n == 1)
+        printf("dry run: would unlock %s",
+               jstr(regions->u.array.values[0], "region")
+                   ? jstr(regions->u.array.values[0], "region")
+                   : "?");
+    else
+        printf("dry run: would unlock %zu regions", n);
+    if (jint(j, "estimated_devices", &v))
+        printf(", %" PRId64 " device%s held back now", v, v == 1 ? "" : "s");
+    else
+        printf(", devices held back unknown (no score yet)");
+    if (jint(rec, "pin_until", &v)) {
+        fmt_countdown(cd, sizeof(cd), rec, "pin_until",
+                      jint(rec, "since", &v) ? v : wall_ms());
+        printf(", pinned for %s", cd);
+    }
+    printf("; nothing changed\n");
+    for (int c = 0; c < 4; c++)
+        w[c] = strlen(head[c]);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1)
+            printf("%-*s  %-*s  %-*s  %s\n", (int)w[0], head[0], (int)w[1],
+                   head[1], (int)w[2], head[2], head[3]);
+        for (size_t i = 0; i < n; i++) {
+            yajl_val r = regions->u.array.values[i];
+            const char *s;
+            s = jstr(r, "region");
+            snprintf(cells[0], 48, "%s", s ? s : "?");
+            s = jstr(r, "state");
+            snprintf(cells[1], 48, "%s", s ? s : "-");
+            s = jstr(r, "scope");
+            snprintf(cells[2], 48, "%s", s ? s : "-");
+            if (jint(r, "estimated_devices", &v))
+                snprintf(cells[3], 48, "%" PRId64, v);
+            else
+                snprintf(cells[3], 48, "unknown");
+            if (pass == 0) {
+                for (int c = 0; c < 4; c++)
+                    if (strlen(cells[c]) > w[c])
+                        w[c] = strlen(cells[c]);
+                continue;
+            }
+            /* devices right-aligned under its header, words left */
+            printf("%-*s  %-*s  %-*s  %*s\n", (int)w[0], cells[0], (int)w[1],
+                   cells[1], (int)w[2], cells[2], (int)w[3], cells[3]);
+        }
+    }
+}
+
 /* Prints the human form of a successful answer. */
 static void print_answer(enum cmd cmd, yajl_val j)
 {
@@ -1040,6 +1313,10 @@ static void print_answer(enum cmd cmd, yajl_val j)
         printf(dry ? "; nothing changed\n" : "\n");
         break;
     case CMD_UNLOCK:
+        if (dry) {
+            print_unlock_dry_run(j);
+            break;
+        }
         printf("unlocked %s", region ? region : "?");
         if (jint(rec, "pin_until", &est)) {
             fmt_countdown(cd, sizeof(cd), rec, "pin_until", wall_ms());
@@ -1048,6 +1325,10 @@ static void print_answer(enum cmd cmd, yajl_val j)
         printf("\n");
         break;
     case CMD_UNLOCK_ALL: {
+        if (dry) {
+            print_unlock_dry_run(j);
+            break;
+        }
         yajl_val un = jget(j, "unlocked"), fl = jget(j, "failed");
         size_t nu = un && YAJL_IS_ARRAY(un) ? un->u.array.len : 0;
         size_t nf = fl && YAJL_IS_ARRAY(fl) ? fl->u.array.len : 0;
@@ -1182,70 +1463,452 @@ static void sleep_ms(int64_t ms)
         ;
 }
 
+/* ---- watch: the regions table, live over GET /v1/stream ---- */
+
+#define WATCH_TICK_MS 250   /* a quiet stream is looked at this often */
+#define WATCH_RETRY_MS 2000 /* before reconnecting */
+#define WATCH_AGAIN (-1)    /* watch_session: reconnect */
+
+/* A region of the live table: its object, and the tree to free with it
+ * (NULL when it belongs to the snapshot's tree). */
+typedef struct watch_row {
+    yajl_val v;
+    yajl_val own;
+} watch_row;
+
+typedef struct watch {
+    const client *c;
+    const opts *o;
+    yajl_val snap; /* the last snapshot's tree */
+    watch_row *rows;
+    size_t nrows, cap;
+    int have_table; /* a snapshot arrived (on this or an earlier connection) */
+    uint64_t events;
+    long frames;
+    int64_t drawn_at;
+    int ever_ok; /* some connection was answered 200 */
+    int stop;    /* --count reached, or a failure that ends watch */
+    int rc;
+    /* the answer being read */
+    int status;
+    int ended;
+    resp err; /* the body of an answer other than 200 */
+    size_t err_cap;
+    /* server-sent events (text/event-stream) */
+    char *line, *data;
+    size_t line_len, line_cap, data_len, data_cap;
+    char name[32], id[24], last_id[24];
+    int too_big;
+} watch;
+
+static const char *g_watch_sort; /* --sort for watch_cmp (qsort has no arg) */
+
+static void watch_clear(watch *w)
+{
+    for (size_t i = 0; i < w->nrows; i++)
+        yajl_tree_free(w->rows[i].own);
+    w->nrows = 0;
+    yajl_tree_free(w->snap);
+    w->snap = NULL;
+}
+
+/* Sets the row of v's region to v (own: the tree to free with it). */
+static void watch_put(watch *w, yajl_val v, yajl_val own)
+{
+    const char *region = jstr(v, "region");
+    if (!region) {
+        yajl_tree_free(own);
+        return;
+    }
+    for (size_t i = 0; i < w->nrows; i++) {
+        const char *r = jstr(w->rows[i].v, "region");
+        if (r && strcmp(r, region) == 0) {
+            yajl_tree_free(w->rows[i].own);
+            w->rows[i].v = v;
+            w->rows[i].own = own;
+            return;
+        }
+    }
+    if (w->nrows == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        watch_row *nr = realloc(w->rows, cap * sizeof(*nr));
+        if (!nr) {
+            yajl_tree_free(own);
+            return;
+        }
+        w->rows = nr;
+        w->cap = cap;
+    }
+    w->rows[w->nrows].v = v;
+    w->rows[w->nrows++].own = own;
+}
+
+/* The order GET /v1/regions?sort= gives: share or devices highest first
+ * (unknown last), then the code. */
+static int watch_cmp(const void *a, const void *b)
+{
+    yajl_val x = *(const yajl_val *)a, y = *(const yajl_val *)b;
+    const char *key = g_watch_sort && strcmp(g_watch_sort, "region") != 0
+                          ? g_watch_sort
+                          : NULL;
+    if (key) {
+        double dx = -1.0, dy = -1.0;
+        (void)jnum(x, key, &dx);
+        (void)jnum(y, key, &dy);
+        if (dx != dy)
+            return dx < dy ? 1 : -1;
+    }
+    const char *rx = jstr(x, "region"), *ry = jstr(y, "region");
+    return strcmp(rx ? rx : "", ry ? ry : "");
+}
+
+/* Clears the screen and prints the table (--state and --sort applied). */
+static void watch_draw(watch *w)
+{
+    char tbuf[64];
+    const opts *o = w->o;
+    yajl_val *vis = malloc((w->nrows ? w->nrows : 1) * sizeof(*vis));
+    size_t n = 0;
+    if (!vis)
+        return;
+    for (size_t i = 0; i < w->nrows; i++) {
+        const char *st = jstr(w->rows[i].v, "state");
+        if (!o->state || (st && strcmp(st, o->state) == 0))
+            vis[n++] = w->rows[i].v;
+    }
+    g_watch_sort = o->sort;
+    qsort(vis, n, sizeof(*vis), watch_cmp);
+    struct yajl_val_s table;
+    memset(&table, 0, sizeof(table));
+    table.type = yajl_t_array;
+    table.u.array.values = vis;
+    table.u.array.len = n;
+    int64_t now = wall_ms();
+    fmt_time(tbuf, sizeof(tbuf), now);
+    fputs("\033[H\033[2J", stdout);
+    printf("fleetgate regions  %s:%s  %s  live, %" PRIu64
+           " events, Ctrl-C stops\n\n", w->c->u.host, w->c->u.port, tbuf,
+           w->events);
+    print_table(stdout, &table, now);
+    fflush(stdout);
+    free(vis);
+    w->drawn_at = now;
+    if (w->o->count && ++w->frames >= w->o->count)
+        w->stop = 1;
+}
+
+/* One complete event: --json prints it as a line, else the table takes
+ * it in and is redrawn. */
+static void watch_event(watch *w)
+{
+    char err[128];
+    const char *name = w->name[0] ? w->name : "message";
+    if (w->id[0])
+        snprintf(w->last_id, sizeof(w->last_id), "%s", w->id);
+    if (!w->data) {
+        w->name[0] = w->id[0] = '\0';
+        return;
+    }
+    w->data[w->data_len] = '\0';
+    yajl_val j = yajl_tree_parse(w->data, err, sizeof(err));
+    if (!j) {
+        fprintf(stderr, "fleetgatectl: skipping a %s event that is not "
+                "JSON\n", name);
+    } else if (w->o->json) {
+        /* The server's data is one line of JSON already. */
+        printf("{\"id\":%s,\"event\":\"%s\",\"data\":%s}\n",
+               w->id[0] ? w->id : "null", name, w->data);
+        fflush(stdout);
+        yajl_tree_free(j);
+        w->events++;
+        if (w->o->count && ++w->frames >= w->o->count)
+            w->stop = 1;
+    } else if (strcmp(name, "snapshot") == 0) {
+        watch_clear(w);
+        w->snap = j;
+        yajl_val regions = jget(j, "regions");
+        for (size_t i = 0;
+             regions && YAJL_IS_ARRAY(regions) && i < regions->u.array.len; i++)
+            watch_put(w, regions->u.array.values[i], NULL);
+        w->have_table = 1;
+        w->events++;
+        watch_draw(w);
+    } else if (strcmp(name, "score") == 0 || strcmp(name, "lock") == 0) {
+        watch_put(w, j, j);
+        w->events++;
+        watch_draw(w);
+    } else {
+        yajl_tree_free(j); /* an event this version does not know */
+    }
+    w->data_len = 0;
+    w->name[0] = w->id[0] = '\0';
+    free(w->data);
+    w->data = NULL;
+    w->data_cap = 0;
+}
+
+/* Appends n bytes to *buf (growing, NUL room kept) under RESPONSE_MAX. */
+static int watch_append(watch *w, char **buf, size_t *len, size_t *cap,
+                        const char *p, size_t n)
+{
+    if (n > RESPONSE_MAX - *len) {
+        w->too_big = 1;
+        return -1;
+    }
+    if (*cap - *len <= n) {
+        size_t ncap = *cap ? *cap : 256;
+        while (ncap - *len <= n)
+            ncap *= 2;
+        char *nb = realloc(*buf, ncap);
+        if (!nb) {
+            w->too_big = 1;
+            return -1;
+        }
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+/* One line of the event stream (without its line break). */
+static void watch_line(watch *w, char *ln, size_t n)
+{
+    if (n > 0 && ln[n - 1] == '\r')
+        n--;
+    if (n == 0) {
+        watch_event(w);
+        return;
+    }
+    if (ln[0] == ':')
+        return; /* a comment: the server's ping */
+    char *colon = memchr(ln, ':', n);
+    size_t fn = colon ? (size_t)(colon - ln) : n;
+    const char *val = colon ? colon + 1 : ln + n;
+    size_t vn = colon ? n - fn - 1 : 0;
+    if (vn > 0 && *val == ' ') {
+        val++;
+        vn--;
+    }
+    if (fn == 5 && memcmp(ln, "event", 5) == 0) {
+        /* A plain word, so that --json can print it as is. */
+        int word = vn > 0 && vn < sizeof(w->name);
+        for (size_t i = 0; i < vn && word; i++)
+            word = (val[i] >= 'a' && val[i] <= 'z') ||
+                   (val[i] >= 'A' && val[i] <= 'Z') ||
+                   (val[i] >= '0' && val[i] <= '9') || val[i] == '_' ||
+                   val[i] == '-';
+        if (word)
+            snprintf(w->name, sizeof(w->name), "%.*s", (int)vn, val);
+    } else if (fn == 4 && memcmp(ln, "data", 4) == 0) {
+        /* Lines of one event's data join with line breaks. */
+        (void)watch_append(w, &w->data, &w->data_len, &w->data_cap, "\n",
+                           w->data ? 1 : 0);
+        (void)watch_append(w, &w->data, &w->data_len, &w->data_cap, val, vn);
+    } else if (fn == 2 && memcmp(ln, "id", 2) == 0) {
+        int digits = vn > 0 && vn < sizeof(w->id);
+        for (size_t i = 0; i < vn && digits; i++)
+            digits = val[i] >= '0' && val[i] <= '9';
+        if (digits)
+            snprintf(w->id, sizeof(w->id), "%.*s", (int)vn, val);
+    }
+}
+
+static int watch_on_headers(http_parser *hp)
+{
+    watch *w = hp->data;
+    w->status = hp->status_code;
+    if (w->status == 200)
+        w->ever_ok = 1;
+    return 0;
+}
+
+static int watch_on_body(http_parser *hp, const char *at, size_t len)
+{
+    watch *w = hp->data;
+    if (w->status != 200) {
+        if (watch_append(w, &w->err.body, &w->err.len, &w->err_cap, at,
+                         len) != 0)
+            return -1;
+        w->err.body[w->err.len] = '\0';
+        return 0;
+    }
+    while (len > 0 && !w->stop && !w->too_big) {
+        const char *nl = memchr(at, '\n', len);
+        size_t n = nl ? (size_t)(nl - at) : len;
+        if (watch_append(w, &w->line, &w->line_len, &w->line_cap, at, n) != 0)
+            return -1;
+        if (!nl)
+            break;
+        watch_line(w, w->line, w->line_len);
+        w->line_len = 0;
+        at += n + 1;
+        len -= n + 1;
+    }
+    return w->stop || w->too_big ? -1 : 0;
+}
+
+static int watch_on_complete(http_parser *hp)
+{
+    watch *w = hp->data;
+    w->ended = 1;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+/* One connection to GET /v1/stream, read until it ends, --count is
+ * reached, or Ctrl-C. Returns an exit code to stop with, or WATCH_AGAIN to
+ * reconnect. */
+static int watch_session(watch *w)
+{
+    const client *c = w->c;
+    char head[REQ_HEAD_MAX], buf[65536];
+    int rc = WATCH_AGAIN;
+    conn k = {.fd = -1, .ssl = NULL};
+    free(w->err.body);
+    memset(&w->err, 0, sizeof(w->err));
+    w->err_cap = 0;
+    free(w->line);
+    w->line = NULL;
+    w->line_len = w->line_cap = 0;
+    free(w->data);
+    w->data = NULL;
+    w->data_len = w->data_cap = 0;
+    w->name[0] = w->id[0] = '\0';
+    w->status = 0;
+    w->ended = 0;
+    k.fd = client_connect(c);
+    if (k.fd == -2)
+        return EXIT_USAGE;
+    if (k.fd < 0)
+        return w->ever_ok ? WATCH_AGAIN : EXIT_FAIL;
+    if (c->u.tls) {
+        rc = tls_start(c, &k);
+        if (rc != 0)
+            goto out; /* EXIT_TLS: retrying will not help */
+        rc = WATCH_AGAIN;
+    }
+    int n = snprintf(head, sizeof(head),
+                     "GET %s/v1/stream HTTP/1.1\r\n"
+                     "Host: %s%s%s:%s\r\n"
+                     "User-Agent: fleetgatectl\r\n"
+                     "Accept: text/event-stream\r\n"
+                     "%s%s%s"
+                     "%s%s%s\r\n",
+                     c->u.prefix, strchr(c->u.host, ':') ? "[" : "",
+                     c->u.host, strchr(c->u.host, ':') ? "]" : "", c->u.port,
+                     c->token[0] ? "Authorization: Bearer " : "", c->token,
+                     c->token[0] ? "\r\n" : "",
+                     w->last_id[0] ? "Last-Event-ID: " : "", w->last_id,
+                     w->last_id[0] ? "\r\n" : "");
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        fprintf(stderr, "fleetgatectl: request too long\n");
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    if (conn_write_all(&k, head, (size_t)n) != 0) {
+        if (!g_stop)
+            fprintf(stderr, "fleetgatectl: sending to %s:%s: %s\n", c->u.host,
+                    c->u.port, strerror(errno));
+        goto out;
+    }
+    /* Short reads: a quiet stream still gets its countdowns redrawn. */
+    struct timeval tick = {0, WATCH_TICK_MS * 1000};
+    setsockopt(k.fd, SOL_SOCKET, SO_RCVTIMEO, &tick, sizeof(tick));
+    http_parser hp;
+    http_parser_settings st;
+    http_parser_init(&hp, HTTP_RESPONSE);
+    http_parser_settings_init(&st);
+    st.on_headers_complete = watch_on_headers;
+    st.on_body = watch_on_body;
+    st.on_message_complete = watch_on_complete;
+    hp.data = w;
+    int64_t heard = wall_ms();
+    while (!g_stop && !w->stop && !w->ended) {
+        ssize_t got = conn_read(&k, buf, sizeof(buf));
+        int64_t now = wall_ms();
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (w->status == 200 && w->have_table && !w->o->json &&
+                now - w->drawn_at >= w->o->interval_ms)
+                watch_draw(w);
+            if (now - heard > c->timeout_ms) {
+                /* The server pings every 15 s: this connection is dead. */
+                fprintf(stderr, "fleetgatectl: nothing from %s:%s for %" PRId64
+                        " ms\n", c->u.host, c->u.port, now - heard);
+                break;
+            }
+            continue;
+        }
+        if (got < 0) {
+            fprintf(stderr, "fleetgatectl: reading from %s:%s: %s\n",
+                    c->u.host, c->u.port, strerror(errno));
+            break;
+        }
+        heard = now;
+        http_parser_execute(&hp, &st, buf, (size_t)got);
+        if (w->too_big) {
+            fprintf(stderr, "fleetgatectl: an event over %u bytes\n",
+                    RESPONSE_MAX);
+            rc = EXIT_FAIL;
+            goto out;
+        }
+        if (!w->stop && !w->ended && HTTP_PARSER_ERRNO(&hp) != HPE_OK) {
+            fprintf(stderr, "fleetgatectl: bad HTTP response: %s\n",
+                    http_errno_description(HTTP_PARSER_ERRNO(&hp)));
+            break;
+        }
+        if (got == 0)
+            break;
+    }
+    if (g_stop || w->stop) {
+        rc = w->rc;
+    } else if (w->status && w->status != 200 && w->ended) {
+        w->err.status = w->status;
+        if (!w->err.body)
+            w->err.body = calloc(1, 1);
+        int erc = explain_status(&w->err, "GET", "/v1/stream");
+        /* Busy or restarting: try again; anything else will not change. */
+        rc = w->status >= 500 ? WATCH_AGAIN : erc;
+    } else if (!w->ever_ok) {
+        if (!w->status)
+            fprintf(stderr, "fleetgatectl: the server closed the connection "
+                    "before answering\n");
+        rc = EXIT_FAIL;
+    }
+out:
+    conn_close(&k);
+    return rc;
+}
+
+/* watch: the table from the stream's snapshot, redrawn on every event and
+ * every --interval (countdowns move); --json prints each event as a line.
+ * A stream that ends (the service restarts) is picked up again where it
+ * left off (Last-Event-ID). */
 static int cmd_watch(const client *c, const opts *o)
 {
-    char path[128], tbuf[64];
-    long frames = 0;
-    int rc = EXIT_OK;
-    list_path(o, path, sizeof(path));
-    while (!g_stop && (o->count == 0 || frames < o->count)) {
-        resp r;
-        int64_t t0 = wall_ms();
-        int crc = http_call(c, "GET", path, NULL, 0, &r);
-        if (g_stop) {
-            free(r.body);
+    watch w;
+    int rc;
+    memset(&w, 0, sizeof(w));
+    w.c = c;
+    w.o = o;
+    for (;;) {
+        rc = watch_session(&w);
+        if (rc != WATCH_AGAIN || g_stop)
             break;
-        }
-        if (crc == EXIT_USAGE)
-            return crc;
-        if (o->json) {
-            if (crc == EXIT_OK) {
-                fwrite(r.body, 1, r.len, stdout);
-                fputc('\n', stdout);
-            }
-        } else {
-            fmt_time(tbuf, sizeof(tbuf), t0);
-            fputs("\033[H\033[2J", stdout);
-            printf("fleetgate regions  %s:%s  %s  every %" PRId64 ".%01" PRId64
-                   "s, Ctrl-C stops\n\n", c->u.host, c->u.port, tbuf,
-                   o->interval_ms / 1000, o->interval_ms % 1000 / 100);
-        }
-        if (crc == EXIT_OK) {
-            int src = r.status == 200 ? EXIT_OK
-                                      : explain_status(&r, "GET", path);
-            if (src == EXIT_AUTH || src == EXIT_NOTFOUND) {
-                free(r.body);
-                fflush(stdout);
-                return src; /* retrying will not help */
-            }
-            if (!o->json && src == EXIT_OK) {
-                yajl_val j = parse_json(&r);
-                int64_t now;
-                if (!jint(j, "now", &now))
-                    now = t0;
-                if (j)
-                    print_table(stdout, jget(j, "regions"), now);
-                else
-                    printf("(the answer is not JSON)\n");
-                yajl_tree_free(j);
-            } else if (!o->json) {
-                printf("(the server answered %d; retrying)\n", r.status);
-            }
-            rc = src;
-        } else {
-            if (!o->json)
-                printf("(no answer from the server; retrying)\n");
-            rc = crc;
-        }
-        free(r.body);
-        fflush(stdout);
-        frames++;
-        if (o->count && frames >= o->count)
+        if (!o->json)
+            fprintf(stderr, "fleetgatectl: the stream ended; reconnecting\n");
+        sleep_ms(WATCH_RETRY_MS);
+        if (g_stop)
             break;
-        int64_t left = o->interval_ms - (wall_ms() - t0);
-        if (left > 0)
-            sleep_ms(left);
     }
+    watch_clear(&w);
+    free(w.rows);
+    free(w.line);
+    free(w.data);
+    free(w.err.body);
     return g_stop ? EXIT_OK : rc;
 }
 
@@ -1320,6 +1983,10 @@ static int run_command(const client *c, const opts *o)
             snprintf(path, sizeof(path), "/v1/locks/unlock-all");
         if (o->pin_s >= 0)
             gen_int(g, "pin_s", o->pin_s);
+        if (o->dry_run) {
+            yajl_gen_string(g, (const unsigned char *)"dry_run", 7);
+            yajl_gen_bool(g, 1);
+        }
         break;
     case CMD_APPROVE:
         snprintf(path, sizeof(path), "/v1/requests/%s/approve", o->pos[0]);
@@ -1363,8 +2030,23 @@ int main(int argc, char **argv)
         o.url = DEFAULT_URL;
     if (parse_url(o.url, &c.u) != 0)
         return EXIT_USAGE;
-    if (load_token(o.token_file, token) != 0)
+    if (o.cacert && !c.u.tls) {
+        fprintf(stderr, "fleetgatectl: --cacert needs an https:// URL: %s\n",
+                o.url);
         return EXIT_USAGE;
+    }
+    if (c.u.tls) {
+        c.cacert = o.cacert ? o.cacert : getenv("FLEETGATECTL_CACERT");
+        if (c.cacert && !*c.cacert)
+            c.cacert = NULL;
+        c.tls = tls_client_ctx(c.cacert);
+        if (!c.tls)
+            return EXIT_USAGE;
+    }
+    if (load_token(o.token_file, token) != 0) {
+        SSL_CTX_free(c.tls);
+        return EXIT_USAGE;
+    }
     c.token = token;
     c.allow_remote = o.allow_remote;
     c.timeout_ms = o.timeout_ms;
@@ -1375,11 +2057,15 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* OpenSSL writes with write(2): a server gone away is EPIPE, not a
+     * signal. */
+    signal(SIGPIPE, SIG_IGN);
 
     rc = run_command(&c, &o);
     if (fflush(stdout) != 0 && rc == EXIT_OK)
         rc = EXIT_FAIL;
     /* Leave no token in memory longer than needed (core dumps). */
     memset(token, 0, sizeof(token));
+    SSL_CTX_free(c.tls);
     return rc;
 }

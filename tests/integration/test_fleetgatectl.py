@@ -1,14 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
 """fleetgatectl (issue 4) as an operator uses it against a real
 fleetgate-control (the Control starter of test_control.py, per-test topics):
-the regions table and --json, a dry-run lock that changes nothing, lock then
-unlock with a pin, unlock-all as admin, watch frames and Ctrl-C, and the exit
+the regions table and --json, a dry-run lock that changes nothing, lock,
+a dry-run unlock and unlock-all that list the devices held back, unlock
+with a pin, unlock-all as admin, watch (live over GET /v1/stream: a
+lock made meanwhile shows up at once; --json event lines) and Ctrl-C, and the exit
 codes: 2 for usage errors (a --token flag above all), 3 for a missing or
 weak token, 4 for what the server does not know."""
 
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import tempfile
@@ -50,6 +53,23 @@ def table_rows(out):
     return [re.split(r"\s{2,}", ln.strip()) for ln in lines]
 
 
+def read_until(p, got, pred, timeout=10):
+    """Reads p's stdout into got (a list of byte chunks) until pred(text)
+    holds for all of it; returns the text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = b"".join(got).decode(errors="replace")
+        if pred(text):
+            return text
+        left = deadline - time.monotonic()
+        assert left > 0 and p.poll() is None, (p.poll(), text)
+        ready, _, _ = select.select([p.stdout], [], [], left)
+        if ready:
+            data = os.read(p.stdout.fileno(), 65536)
+            assert data, ("watch ended", text)
+            got.append(data)
+
+
 def region_locks(topic, region):
     return [lk for _, lk in lock_records(topic) if lk.get("region") == region]
 
@@ -80,7 +100,8 @@ def test_usage_errors_need_no_server():
         ["watch", "--count", "0"],
         ["policy", "CU"],
         ["policy", "CU", "novalue"],
-        ["regions", "--url", "https://127.0.0.1:8081"],
+        ["regions", "--url", "ftp://127.0.0.1:8081"],
+        ["regions", "--cacert", "/dev/null"],      # --cacert needs https://
     ]
     for args in bad:
         rc, out, err = run_ctl(args, actor="alice", url=dead)
@@ -171,6 +192,30 @@ def test_operator_session():
         assert len(rows) == 2 and rows[1][:2] == ["CU", "locked"], out
         assert re.fullmatch(r"(10m00s|9m[0-5]\ds)", rows[1][5]), rows[1]
 
+        # An unlock dry run: the devices the lock holds back, and nothing
+        # changes.
+        n_cu = len(region_locks(topics.locks, "CU"))
+        rc, out, err = run_ctl(["unlock", "CU", "--reason", "what if", "--pin", "1h",
+                                "--dry-run"], "alice", url)
+        assert rc == 0, (rc, err)
+        lines = out.splitlines()
+        assert lines[0] == "dry run: would unlock CU, 190 devices held back now, " \
+            "pinned for 1h00m; nothing changed", out
+        assert [re.split(r"\s{2,}", ln.strip()) for ln in lines[1:3]] == \
+            [["REGION", "STATE", "SCOPE", "DEVICES"], ["CU", "locked", "grey", "190"]], out
+        assert re.match(r"request req-[0-9a-f]{16}, audited yes$", lines[3]), out
+        rc, out, err = run_ctl(["--json", "unlock", "CU", "--reason", "what if",
+                                "--dry-run"], "alice", url)
+        assert rc == 0, (rc, err)
+        body = json.loads(out)
+        assert body["dry_run"] is True and body["estimated_devices"] == 190, body
+        assert body["would_write"]["state"] == "unlocked", body
+        assert body["regions"] == [{"region": "CU", "state": "locked", "scope": "grey",
+                                    "estimated_devices": 190}], body
+        time.sleep(0.3)
+        assert len(region_locks(topics.locks, "CU")) == n_cu
+        assert ctl.call("GET", "/v1/regions/CU", "vic")[2]["state"] == "locked"
+
         # Unlock with a pin.
         rc, out, err = run_ctl(["unlock", "CU", "--reason", "false alarm",
                                 "--pin", "1h"], "alice", url)
@@ -191,6 +236,19 @@ def test_operator_session():
         with open(tokfile, "w") as f:
             f.write(TOKENS["root"][1] + "\n")
         os.chmod(tokfile, 0o600)
+        rc, out, err = run_ctl(["unlock-all", "--reason", "rollback", "--dry-run"],
+                               "alice", url)
+        assert rc == 3 and "needs role admin" in err, (rc, err)
+        rc, out, err = run_ctl(["unlock-all", "--reason", "rollback", "--dry-run",
+                                "--token-file", tokfile], None, url)
+        assert rc == 0, (rc, err)
+        lines = out.splitlines()
+        assert lines[0] == "dry run: would unlock 2 regions, 200 devices held back " \
+            "now; nothing changed", out
+        assert [re.split(r"\s{2,}", ln.strip()) for ln in lines[1:4]] == \
+            [["REGION", "STATE", "SCOPE", "DEVICES"], ["CU", "locked", "grey", "190"],
+             ["US", "locked", "grey", "10"]], out
+        assert [lk["state"] for lk in region_locks(topics.locks, "US")] == ["locked"]
         rc, out, err = run_ctl(["unlock-all", "--reason", "rollback", "--pin", "30m",
                                 "--token-file", tokfile], None, url)
         assert rc == 0, (rc, err)
@@ -203,7 +261,54 @@ def test_operator_session():
         rc, _, err = run_ctl(["lock", "cu", "--reason", "r"], "alice", url)
         assert rc == 1 and "invalid_region" in err, (rc, err)
 
-        # watch: two frames, each cleared and redrawn.
+        # watch follows GET /v1/stream: the snapshot is the first frame, and
+        # a lock made meanwhile is in the next one at once (no polling: the
+        # timed redraw is a minute away).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETGATE_")}
+        env.update({"HOME": run_ctl.home, "FLEETGATE_TOKEN": TOKENS["vic"][1],
+                    "FLEETGATE_URL": url})
+        p = subprocess.Popen([ctl_exe(), "watch", "--interval", "60s"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        got = []
+        frames = read_until(p, got, lambda o: o.count(CLEAR) >= 1 and
+                            o.endswith("\n") and "US" in o.split(CLEAR)[-1])
+        first = table_rows(frames.split(CLEAR)[1].split("\n", 2)[2])
+        assert [r[:2] for r in first[1:]] == [["CU", "unlocked"], ["DE", "unlocked"],
+                                              ["US", "unlocked"]], first
+        t_lock = time.monotonic()
+        rc, _, err = run_ctl(["lock", "DE", "--reason", "watch test", "--ttl", "5m"],
+                             "alice", url)
+        assert rc == 0, err
+
+        def de_locked(o):
+            frame = o.split(CLEAR)[-1]
+            return o.endswith("\n") and re.search(r"^DE\s+locked\s", frame, re.M)
+        frames = read_until(p, got, de_locked, timeout=5)
+        assert time.monotonic() - t_lock < 5
+        last = table_rows(frames.split(CLEAR)[-1].split("\n", 2)[2])
+        de = [r for r in last if r[0] == "DE"][0]
+        assert re.fullmatch(r"(5m00s|4m[0-5]\ds)", de[5]), de
+        assert "live" in frames.split(CLEAR)[-1].splitlines()[0], frames
+        p.send_signal(signal.SIGINT)
+        rest, err = p.communicate(timeout=5)
+        assert p.returncode == 0, (p.returncode, err)
+        # --json: one line per event, the snapshot first; --count stops it.
+        p = subprocess.Popen([ctl_exe(), "--json", "watch", "--count", "2"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        got = []
+        snap = json.loads(read_until(p, got, lambda o: o.endswith("\n")))
+        assert snap["event"] == "snapshot" and isinstance(snap["id"], int), snap
+        assert [r["region"] for r in snap["data"]["regions"]] == ["CU", "DE", "US"], snap
+        rc, _, err = run_ctl(["unlock", "DE", "--reason", "watch test"], "alice", url)
+        assert rc == 0, err
+        out, err = p.communicate(timeout=10)
+        assert p.returncode == 0, (p.returncode, err)
+        ev = json.loads(out.decode())
+        assert ev["event"] == "lock" and ev["id"] > snap["id"], ev
+        assert ev["data"]["region"] == "DE" and ev["data"]["state"] == "unlocked", ev
+
+        # Two frames, each cleared and redrawn: the snapshot, then the
+        # timed redraw.
         rc, out, err = run_ctl(["watch", "--count", "2", "--interval", "200ms"],
                                "vic", url)
         assert rc == 0, (rc, err)

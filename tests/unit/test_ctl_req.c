@@ -205,6 +205,56 @@ static void test_unlock_body(void)
     FG_CHECK_STR(e.code, "invalid_json");
 }
 
+/* unlock and unlock-all take dry_run like a lock (the dashboard previews
+ * every action with one); it is off unless true, and only a boolean. */
+static void test_unlock_body_dry_run(void)
+{
+    ctl_unlock_req ur;
+    ctl_req_error e;
+    const char *b = "{\"reason\":\"ok\"}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_OK);
+    FG_CHECK(!ur.dry_run);
+    b = "{\"reason\":\"what if\",\"pin_s\":600,\"dry_run\":true}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_OK);
+    FG_CHECK(ur.dry_run);
+    FG_CHECK_INT(ur.pin_s, 600);
+    FG_CHECK_STR(ur.reason, "what if");
+    b = "{\"dry_run\":false,\"reason\":\"r\"}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_OK);
+    FG_CHECK(!ur.dry_run);
+    b = "{\"reason\":\"r\",\"dry_run\":null}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_OK);
+    FG_CHECK(!ur.dry_run);
+    static const char *const wrong[] = {
+        "{\"reason\":\"r\",\"dry_run\":1}",
+        "{\"reason\":\"r\",\"dry_run\":\"true\"}",
+        "{\"reason\":\"r\",\"dry_run\":[true]}",
+        "{\"reason\":\"r\",\"dry_run\":{}}",
+    };
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+        FG_CHECK_INT(ctl_req_parse_unlock(wrong[i], strlen(wrong[i]), &LIM,
+                                          &ur, &e), FG_EINVAL);
+        FG_CHECK_STR(e.code, "wrong_type");
+        FG_CHECK_STR(e.field, "dry_run");
+    }
+    /* A dry run still needs a reason, and the other rules still hold. */
+    b = "{\"dry_run\":true}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "missing_field");
+    FG_CHECK_STR(e.field, "reason");
+    b = "{\"reason\":\"r\",\"dry_run\":true,\"dry_run\":false}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "invalid_json");
+    FG_CHECK_STR(e.field, "dry_run");
+    b = "{\"reason\":\"r\",\"dry_run\":true,\"pin_s\":-1}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "out_of_range");
+    b = "{\"reason\":\"r\",\"dryrun\":true}";
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "unknown_field");
+    FG_CHECK_STR(e.field, "dryrun");
+}
+
 /* Issue 4: approve and policy routes, and the policy body. */
 static void test_approve_and_policy_routes(void)
 {
@@ -291,6 +341,71 @@ static void test_policy_body(void)
     FG_CHECK_STR(e.code, "unknown_field");
 }
 
+/* GET /v1/stream: GET only (HEAD and POST get 405 with Allow: GET); no
+ * segment; nothing under it. */
+static void test_stream_route(void)
+{
+    char region[CTL_SEGMENT_MAX + 1];
+    int ok = 0;
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/stream", region, &ok),
+                 CTL_ROUTE_STREAM);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "");
+    FG_CHECK_INT(route(FG_HTTP_HEAD, "/v1/stream", region, &ok),
+                 CTL_ROUTE_STREAM);
+    FG_CHECK(!ok);
+    FG_CHECK_INT(route(FG_HTTP_POST, "/v1/stream", region, &ok),
+                 CTL_ROUTE_STREAM);
+    FG_CHECK(!ok);
+    FG_CHECK_STR(ctl_route_allow(CTL_ROUTE_STREAM), "GET");
+    FG_CHECK_STR(ctl_route_str(CTL_ROUTE_STREAM), "stream");
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/stream/CU", region, &ok),
+                 CTL_ROUTE_NONE);
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/stream/", region, &ok),
+                 CTL_ROUTE_NONE);
+    FG_CHECK_INT(route(FG_HTTP_GET, "/v1/streams", region, &ok),
+                 CTL_ROUTE_NONE);
+}
+
+/* Found by tests/fuzz/fuzz_ctl_lock: yajl accepts UTF-8 that is not
+ * strict (a lone surrogate from "\udc01", an overlong form), which
+ * fg_lock_decode then refuses, so the lock would be published and ignored
+ * by every reader; and an error's field cut inside a character made the
+ * JSON answer malformed. */
+static void test_fuzz_text_rules(void)
+{
+    ctl_lock_req lr;
+    ctl_unlock_req ur;
+    ctl_list_query q;
+    ctl_req_error e;
+    char body[256], key[81];
+    expect("{\"reason\":\"ca\\udc01\"}", "invalid_value", "reason");
+    expect("{\"reason\":\"r\",\"message\":\"\\udfff\"}", "invalid_value",
+           "message");
+    expect("{\"reason\":\"over\xc0\xaelong\"}", "invalid_value", "reason");
+    expect("{\"reason\":\"\xed\xa0\x80\"}", "invalid_value", "reason");
+    const char *b = "{\"reason\":\"\xf4\x90\x80\x80\"}"; /* over U+10FFFF */
+    FG_CHECK_INT(ctl_req_parse_unlock(b, strlen(b), &LIM, &ur, &e), FG_EINVAL);
+    FG_CHECK_STR(e.field, "reason");
+    /* A surrogate pair is a real character. */
+    FG_CHECK_INT(lock("{\"reason\":\"\\ud83d\\ude00\"}", &lr, &e), FG_OK);
+    FG_CHECK_STR(lr.reason, "\xf0\x9f\x98\x80");
+    /* 40 two-byte characters as an unknown key: the field keeps 15 whole
+     * characters (30 of its 31 bytes), not 15 and a half. */
+    for (int i = 0; i < 40; i++)
+        memcpy(key + 2 * i, "\xc3\xa9", 2);
+    key[80] = '\0';
+    snprintf(body, sizeof(body), "{\"%s\":1,\"reason\":\"r\"}", key);
+    FG_CHECK_INT(lock(body, &lr, &e), FG_EINVAL);
+    FG_CHECK_STR(e.code, "unknown_field");
+    FG_CHECK_INT((int)strlen(e.field), 30);
+    FG_CHECK(memcmp(e.field, key, 30) == 0);
+    /* Raw bytes of a query key are named as '?', not copied. */
+    FG_CHECK_INT(ctl_req_list_query("\xff\xfe=1", &q, &e), FG_EINVAL);
+    FG_CHECK_STR(e.field, "??");
+}
+
 FG_TEST_MAIN(test_routes, test_list_query, test_lock_body_ok,
              test_lock_body_refused, test_unlock_body,
-             test_approve_and_policy_routes, test_policy_body)
+             test_unlock_body_dry_run, test_approve_and_policy_routes,
+             test_policy_body, test_stream_route, test_fuzz_text_rules)

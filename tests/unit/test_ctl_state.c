@@ -267,4 +267,314 @@ static void test_audit_record(void)
     free(json);
 }
 
-FG_TEST_MAIN(test_score_rows, test_table, test_audit_record)
+/* ---- history ---- */
+
+/* What the change callback saw. */
+static struct {
+    int calls, rows, locks;
+    int64_t last_row_ts;
+    char last_lock_id[FG_LOCK_ID_MAX + 1];
+} seen;
+
+static void on_change(void *ud, const ctl_region *r, const ctl_score_row *row,
+                      const fg_lock *lk)
+{
+    (void)ud;
+    (void)r;
+    seen.calls++;
+    if (row) {
+        seen.rows++;
+        seen.last_row_ts = row->ts;
+    }
+    if (lk) {
+        seen.locks++;
+        snprintf(seen.last_lock_id, sizeof(seen.last_lock_id), "%s", lk->id);
+    }
+}
+
+static void history_ts(const ctl_state *st, const char *region, int64_t *out,
+                       size_t *n)
+{
+    const ctl_history *h = ctl_state_history(st, region);
+    *n = ctl_history_scores(h);
+    for (size_t i = 0; i < *n; i++)
+        out[i] = ctl_history_score(h, i)->ts;
+}
+
+static fg_lock record(const char *region, fg_lock_state state,
+                      const char *id, int64_t since)
+{
+    fg_lock lk = lock_of(region, state, state == FG_LOCK_LOCKED ? since + 60000
+                                                                : 0);
+    snprintf(lk.id, sizeof(lk.id), "%s", id);
+    lk.since = since;
+    return lk;
+}
+
+/* The ids of region's lock history, oldest first, joined with ','. */
+static void history_ids(const ctl_state *st, const char *region, char *out,
+                        size_t cap)
+{
+    const ctl_history *h = ctl_state_history(st, region);
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < ctl_history_locks(h); i++) {
+        size_t len = 0;
+        int64_t since = -1;
+        const char *rec = ctl_history_lock(h, i, &len, &since);
+        fg_lock lk;
+        FG_CHECK_INT(fg_lock_decode(rec, len, &lk, NULL, 0), FG_OK);
+        FG_CHECK_INT(lk.since, since);
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "",
+                                 lk.id);
+    }
+}
+
+static void test_history_score_ring(void)
+{
+    ctl_state *st = ctl_state_new();
+    ctl_history_limits lim = {4, 3, 1 << 20};
+    int64_t ts[8];
+    size_t n;
+    memset(&seen, 0, sizeof(seen));
+    FG_CHECK_INT(ctl_state_set_history(st, &lim), FG_OK);
+    ctl_state_on_change(st, on_change, NULL);
+    /* Ten rows through a ring of four: the newest four, oldest first. */
+    for (int64_t t = 1; t <= 10; t++) {
+        ctl_score s = score_of("CU", t * 1000, 100 + t, t);
+        FG_CHECK_INT(ctl_state_put_score(st, &s), FG_OK);
+    }
+    history_ts(st, "CU", ts, &n);
+    FG_CHECK_INT(n, 4);
+    FG_CHECK_INT(ts[0], 7000);
+    FG_CHECK_INT(ts[3], 10000);
+    FG_CHECK_INT(ctl_history_score(ctl_state_history(st, "CU"), 3)->devices,
+                 110);
+    FG_CHECK(ctl_history_score(ctl_state_history(st, "CU"), 4) == NULL);
+    FG_CHECK_INT(seen.rows, 10);
+    FG_CHECK_INT(seen.last_row_ts, 10000);
+    /* A row with the newest ts again replaces the view, not the history;
+     * an older row changes neither. */
+    ctl_score same = score_of("CU", 10000, 999, 1);
+    FG_CHECK_INT(ctl_state_put_score(st, &same), FG_OK);
+    ctl_score old = score_of("CU", 8500, 5, 5);
+    FG_CHECK_INT(ctl_state_put_score(st, &old), FG_OK);
+    history_ts(st, "CU", ts, &n);
+    FG_CHECK_INT(n, 4);
+    FG_CHECK_INT(ts[0], 7000);
+    FG_CHECK_INT(ts[3], 10000);
+    FG_CHECK_INT(ctl_history_score(ctl_state_history(st, "CU"), 3)->devices,
+                 110);
+    FG_CHECK_INT(ctl_state_get(st, "CU")->score.devices, 999);
+    FG_CHECK_INT(seen.rows, 10);
+    FG_CHECK_INT(seen.calls, 11); /* the same-ts row changed the view */
+    /* Rows read back (Redis) go in ts order, duplicates skipped, and
+     * never call back. */
+    ctl_score_row r5 = {5000, 1, 1, 0.5, 0.4, 0.6};
+    ctl_score_row r3 = {3000, 1, 1, 0.5, 0.4, 0.6};
+    ctl_score_row r4 = {4000, 1, 1, 0.5, 0.4, 0.6};
+    FG_CHECK_INT(ctl_state_history_add_score(st, "DE", &r5), FG_OK);
+    FG_CHECK_INT(ctl_state_history_add_score(st, "DE", &r3), FG_OK);
+    FG_CHECK_INT(ctl_state_history_add_score(st, "DE", &r4), FG_OK);
+    FG_CHECK_INT(ctl_state_history_add_score(st, "DE", &r3), FG_OK);
+    history_ts(st, "DE", ts, &n);
+    FG_CHECK_INT(n, 3);
+    FG_CHECK_INT(ts[0], 3000);
+    FG_CHECK_INT(ts[1], 4000);
+    FG_CHECK_INT(ts[2], 5000);
+    FG_CHECK_INT(seen.calls, 11);
+    /* History alone does not make a region appear in the table. */
+    FG_CHECK(ctl_state_get(st, "DE") == NULL);
+    /* Full: an older row than all is dropped, a middle one displaces the
+     * oldest. */
+    ctl_score_row r6 = {6000, 1, 1, 0.5, 0.4, 0.6};
+    ctl_score_row r1 = {1000, 1, 1, 0.5, 0.4, 0.6};
+    ctl_score_row r45 = {4500, 1, 1, 0.5, 0.4, 0.6};
+    ctl_state_history_add_score(st, "DE", &r6);
+    ctl_state_history_add_score(st, "DE", &r1);
+    history_ts(st, "DE", ts, &n);
+    FG_CHECK_INT(n, 4);
+    FG_CHECK_INT(ts[0], 3000);
+    ctl_state_history_add_score(st, "DE", &r45);
+    history_ts(st, "DE", ts, &n);
+    FG_CHECK_INT(n, 4);
+    FG_CHECK_INT(ts[0], 4000);
+    FG_CHECK_INT(ts[1], 4500);
+    FG_CHECK_INT(ts[3], 6000);
+    /* Bounds can only be set before the first row. */
+    FG_CHECK_INT(ctl_state_set_history(st, &lim), FG_EINVAL);
+    ctl_state *st2 = ctl_state_new();
+    ctl_history_limits bad = {0, 3, 1 << 20};
+    FG_CHECK_INT(ctl_state_set_history(st2, &bad), FG_EINVAL);
+    bad.scores = CTL_HISTORY_SCORES_MAX + 1;
+    FG_CHECK_INT(ctl_state_set_history(st2, &bad), FG_EINVAL);
+    ctl_state_free(st2);
+    ctl_state_free(st);
+}
+
+static void test_history_locks(void)
+{
+    ctl_state *st = ctl_state_new();
+    ctl_history_limits lim = {4, 3, 1 << 20};
+    char ids[256];
+    memset(&seen, 0, sizeof(seen));
+    FG_CHECK_INT(ctl_state_set_history(st, &lim), FG_OK);
+    ctl_state_on_change(st, on_change, NULL);
+    fg_lock a = record("CU", FG_LOCK_LOCKED, "req-a", 100);
+    fg_lock b = record("CU", FG_LOCK_UNLOCKED, "req-b", 200);
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &a), FG_OK);
+    /* The feed's copy of a read-your-writes record: one entry. */
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &a), FG_OK);
+    FG_CHECK_INT(seen.locks, 1);
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &b), FG_OK);
+    /* A lagging feed delivers a again after b: the view follows the feed,
+     * the history keeps one a. */
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &a), FG_OK);
+    FG_CHECK_INT(ctl_state_get(st, "CU")->lock.since, 100);
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &b), FG_OK);
+    history_ids(st, "CU", ids, sizeof(ids));
+    FG_CHECK_STR(ids, "req-a,req-b");
+    FG_CHECK_INT(seen.locks, 2);
+    FG_CHECK_STR(seen.last_lock_id, "req-b");
+    /* Same id and since, another state: a different record. */
+    fg_lock a2 = record("CU", FG_LOCK_SHADOW, "req-a", 100);
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &a2), FG_OK);
+    history_ids(st, "CU", ids, sizeof(ids));
+    FG_CHECK_STR(ids, "req-a,req-a,req-b"); /* since order: a2 after a */
+    /* Full (3): a newer record displaces the oldest; one older than all is
+     * not kept. */
+    fg_lock c = record("CU", FG_LOCK_LOCKED, "req-c", 300);
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", &c), FG_OK);
+    history_ids(st, "CU", ids, sizeof(ids));
+    FG_CHECK_STR(ids, "req-a,req-b,req-c");
+    fg_lock z = record("CU", FG_LOCK_LOCKED, "req-z", 50);
+    FG_CHECK_INT(ctl_state_history_add_lock(st, "CU", &z), FG_OK);
+    history_ids(st, "CU", ids, sizeof(ids));
+    FG_CHECK_STR(ids, "req-a,req-b,req-c");
+    /* Read back from Redis: in since order, between what is held. */
+    fg_lock m = record("CU", FG_LOCK_UNLOCKED, "req-m", 250);
+    FG_CHECK_INT(ctl_state_history_add_lock(st, "CU", &m), FG_OK);
+    history_ids(st, "CU", ids, sizeof(ids));
+    FG_CHECK_STR(ids, "req-b,req-m,req-c");
+    /* A tombstone changes the view, never the history. */
+    int calls = seen.calls;
+    FG_CHECK_INT(ctl_state_put_lock(st, "CU", NULL), FG_OK);
+    FG_CHECK_INT(seen.calls, calls + 1);
+    FG_CHECK_INT(ctl_history_locks(ctl_state_history(st, "CU")), 3);
+    /* ... and a tombstone of an unknown region changes nothing. */
+    FG_CHECK_INT(ctl_state_put_lock(st, "DE", NULL), FG_OK);
+    FG_CHECK_INT(seen.calls, calls + 1);
+    FG_CHECK_INT(ctl_state_history_add_lock(st, "cu", &m), FG_EINVAL);
+    ctl_state_free(st);
+}
+
+static char *json_of(const ctl_state *st, const char *region, int detail)
+{
+    yajl_gen g = yajl_gen_alloc(NULL);
+    const unsigned char *buf;
+    size_t len;
+    if (detail)
+        ctl_region_detail_json(g, st, ctl_state_get(st, region), 2000);
+    else
+        ctl_region_json(g, ctl_state_get(st, region), 2000);
+    yajl_gen_get_buf(g, &buf, &len);
+    char *out = strndup((const char *)buf, len);
+    yajl_gen_free(g);
+    return out;
+}
+
+static void test_history_detail_json(void)
+{
+    ctl_state *st = ctl_state_new();
+    ctl_score s = score_of("CU", 1000, 200, 50);
+    s.lo = 0.2;
+    s.hi = 0.3;
+    ctl_state_put_score(st, &s);
+    s = score_of("CU", 2000, 210, 60);
+    ctl_state_put_score(st, &s);
+    fg_lock a = record("CU", FG_LOCK_LOCKED, "req-a", 1500);
+    fg_lock b = record("CU", FG_LOCK_UNLOCKED, "req-b", 1800);
+    ctl_state_put_lock(st, "CU", &a);
+    ctl_state_put_lock(st, "CU", &b);
+    char *list = json_of(st, "CU", 0);
+    char *detail = json_of(st, "CU", 1);
+    /* The list object, then "history" before its closing brace. */
+    size_t n = strlen(list);
+    FG_CHECK(strncmp(list, detail, n - 1) == 0);
+    const char *want = ",\"history\":{\"scores\":[{\"ts\":1000,\"devices\":200,"
+                       "\"grey\":50,\"share\":0.250000,\"lo\":0.200000,"
+                       "\"hi\":0.300000},{\"ts\":2000,";
+    FG_CHECK(strncmp(detail + n - 1, want, strlen(want)) == 0);
+    const char *locks = strstr(detail, "\"locks\":[{\"region\":\"CU\"");
+    FG_CHECK(locks != NULL);
+    const char *pa = strstr(detail, "\"id\":\"req-a\"");
+    const char *pb = strstr(detail, "\"id\":\"req-b\"");
+    FG_CHECK(pa && pb && locks < pa && pa < pb);
+    FG_CHECK(strstr(detail, "\"state\":\"unlocked\",\"scope\":\"grey\"") != NULL);
+    FG_CHECK(strcmp(detail + strlen(detail) - 3, "]}}") == 0);
+    free(list);
+    free(detail);
+    /* No history: empty arrays. */
+    ctl_state *st2 = ctl_state_new();
+    ctl_history_limits tiny = {4, 3, 1}; /* nothing fits */
+    ctl_state_set_history(st2, &tiny);
+    s = score_of("DE", 1000, 10, 1);
+    FG_CHECK_INT(ctl_state_put_score(st2, &s), FG_OK);
+    detail = json_of(st2, "DE", 1);
+    FG_CHECK(strstr(detail, ",\"history\":{\"scores\":[],\"locks\":[]}}") !=
+             NULL);
+    free(detail);
+    ctl_state_free(st2);
+    ctl_state_free(st);
+}
+
+static void test_history_memory_cap(void)
+{
+    ctl_state *st = ctl_state_new();
+    ctl_history_limits lim = {10, 4, 16 * 1024};
+    ctl_history_stats hs;
+    char code[3] = "AA";
+    FG_CHECK_INT(ctl_state_set_history(st, &lim), FG_OK);
+    /* 100 regions' score rings do not fit in 16 KiB: later regions get no
+     * history, but their rows still reach the table. */
+    for (int i = 0; i < 100; i++) {
+        code[0] = (char)('A' + i / 26);
+        code[1] = (char)('A' + i % 26);
+        ctl_score s = score_of(code, 1000, 10, 1);
+        FG_CHECK_INT(ctl_state_put_score(st, &s), FG_OK);
+    }
+    ctl_state_history_stats(st, &hs);
+    FG_CHECK(hs.bytes <= 16 * 1024);
+    FG_CHECK(hs.regions > 0 && hs.regions < 100);
+    FG_CHECK_INT(hs.refused, 100 - hs.regions);
+    FG_CHECK_INT(ctl_state_count(st), 100);
+    FG_CHECK(ctl_state_history(st, "DV") == NULL);
+    FG_CHECK(ctl_state_get(st, "DV") != NULL);
+    /* Lock records within a full budget: the region's own oldest records
+     * make room, the total never goes over. */
+    ctl_state *ls = ctl_state_new();
+    ctl_history_limits ll = {1, 16, 4096};
+    FG_CHECK_INT(ctl_state_set_history(ls, &ll), FG_OK);
+    char id[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof(id), "req-%d", i);
+        fg_lock lk = record("CU", FG_LOCK_LOCKED, id, 1000 + i);
+        snprintf(lk.message, sizeof(lk.message), "%0200d", i);
+        FG_CHECK_INT(ctl_state_put_lock(ls, "CU", &lk), FG_OK);
+        ctl_state_history_stats(ls, &hs);
+        FG_CHECK(hs.bytes <= 4096);
+    }
+    const ctl_history *h = ctl_state_history(ls, "CU");
+    size_t kept = ctl_history_locks(h);
+    FG_CHECK(kept > 1 && kept < 16);
+    /* The newest survive. */
+    char ids[512];
+    history_ids(ls, "CU", ids, sizeof(ids));
+    FG_CHECK(strlen(ids) >= 6 && strcmp(ids + strlen(ids) - 6, "req-39") == 0);
+    ctl_state_free(ls);
+    ctl_state_free(st);
+}
+
+FG_TEST_MAIN(test_score_rows, test_table, test_audit_record,
+             test_history_score_ring, test_history_locks,
+             test_history_detail_json, test_history_memory_cap)
