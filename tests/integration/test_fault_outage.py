@@ -96,6 +96,20 @@ class Broker:
         with open(os.path.join(self.dir, "kafka.pid")) as f:
             self.pid = int(f.read().strip())
 
+    def start_first(self, attempts=4):
+        """The first start: another process may take the chosen ports
+        between the check and the broker's bind, so a bind failure picks a
+        new pair (restarts later keep the port the gateway knows)."""
+        for attempt in range(attempts):
+            try:
+                return self.start()
+            except fgtest.FgTestError as e:
+                if "Address already in use" not in str(e) or attempt == attempts - 1:
+                    raise
+                shutil.rmtree(self.dir, ignore_errors=True)
+                os.makedirs(self.dir)
+                self.port = _port_pair()
+
     def signal(self, sig):
         os.kill(self.pid, sig)
 
@@ -454,7 +468,7 @@ if __name__ == "__main__":
     BROKER = Broker()
     try:
         t = time.monotonic()
-        BROKER.start()
+        BROKER.start_first()
         os.environ["FG_TEST_KAFKA"] = BROKER.bootstrap
         print(f"  own broker on {BROKER.bootstrap} (pid {BROKER.pid}) in "
               f"{time.monotonic() - t:.1f}s", flush=True)
