@@ -16,6 +16,7 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "fg_mpbuf.h"
 #include "fg_utf8.h"
 
 /* Deepest container nesting accepted in a msgpack body (the body itself is
@@ -1033,6 +1034,24 @@ cleanup:
     return st;
 }
 
+/* The checks of a batch body's shape both encodings share: an array (of
+ * the encoding named by what, "JSON" or "msgpack"), not empty, at most
+ * max_items. FG_OK, or FG_EINVAL with *err. */
+static fg_status batch_shape(fg_checkin_error *err, const char *what,
+                             bool is_array, uint64_t n, size_t max_items)
+{
+    if (!is_array)
+        return err_set(err, "not_an_array", NULL,
+                       "a batch must be a %s array of check-ins", what);
+    if (n == 0)
+        return err_set(err, "empty_batch", NULL, "the batch has no items");
+    if (n > max_items)
+        return err_set(err, "too_many_items", NULL,
+                       "the batch has %" PRIu64 " items, at most %zu allowed",
+                       n, max_items);
+    return FG_OK;
+}
+
 fg_status fg_checkin_batch_parse_json(const char *buf, size_t len,
                                       size_t max_items, fg_checkin_item_cb cb,
                                       void *ud, fg_checkin_error *err)
@@ -1048,23 +1067,7 @@ fg_status fg_checkin_batch_parse_json(const char *buf, size_t len,
     st = json_run(&c, err);
     if (st != FG_OK)
         goto cleanup;
-    st = FG_EINVAL;
-    if (!c.top_ok) {
-        err_set(err, "not_an_array", NULL,
-                "a batch must be a JSON array of check-ins");
-        goto cleanup;
-    }
-    if (c.nitems == 0) {
-        err_set(err, "empty_batch", NULL, "the batch has no items");
-        goto cleanup;
-    }
-    if (c.nitems > max_items) {
-        err_set(err, "too_many_items", NULL,
-                "the batch has %zu items, at most %zu allowed", c.nitems,
-                max_items);
-        goto cleanup;
-    }
-    st = FG_OK;
+    st = batch_shape(err, "JSON", c.top_ok, c.nitems, max_items);
     for (size_t i = 0; i < c.nitems && st == FG_OK; i++) {
         const json_item *it = &c.items[i];
         st = it->ok ? cb(ud, i, &it->u.ci, NULL) : cb(ud, i, NULL, &it->u.err);
@@ -1512,23 +1515,10 @@ fg_status fg_checkin_batch_parse_msgpack(const char *buf, size_t len,
         mp_malformed(err, why);
         goto cleanup;
     }
-    if (t.kind != MK_ARRAY) {
-        err_set(err, "not_an_array", NULL,
-                "a batch must be a msgpack array of check-ins");
+    st = batch_shape(err, "msgpack", t.kind == MK_ARRAY, t.n, max_items);
+    if (st != FG_OK)
         goto cleanup;
-    }
-    if (t.n == 0) {
-        err_set(err, "empty_batch", NULL, "the batch has no items");
-        goto cleanup;
-    }
-    if (t.n > max_items) {
-        err_set(err, "too_many_items", NULL,
-                "the batch has %" PRIu64 " items, at most %zu allowed", t.n,
-                max_items);
-        goto cleanup;
-    }
     c.pos = first;
-    st = FG_OK;
     for (size_t i = 0; i < t.n && st == FG_OK; i++) {
         fg_checkin ci;
         fg_checkin_error item_err;
@@ -1545,25 +1535,6 @@ cleanup:
 
 /* ---- record ---------------------------------------------------------- */
 
-/* msgpack_packer sink: a fixed buffer with a sticky overflow flag. */
-typedef struct fixed_buf {
-    char *out;
-    size_t cap, len;
-    bool overflow;
-} fixed_buf;
-
-static int fixed_write(void *data, const char *b, size_t n)
-{
-    fixed_buf *fb = data;
-    if (fb->overflow || n > fb->cap - fb->len) {
-        fb->overflow = true;
-        return -1;
-    }
-    memcpy(fb->out + fb->len, b, n);
-    fb->len += n;
-    return 0;
-}
-
 static void pack_key(msgpack_packer *pk, int f, size_t len)
 {
     msgpack_pack_str_with_body(pk, field_name[f], len);
@@ -1577,7 +1548,7 @@ static void pack_strn(msgpack_packer *pk, const char *s, size_t len)
 size_t fg_checkin_encode(const fg_checkin *ci, int64_t recv_ts,
                          const char *gw_id, char *out, size_t cap)
 {
-    fixed_buf fb = {out, cap, 0, false};
+    fg_mpbuf mb = {out, cap, 0, false};
     msgpack_packer pk;
     size_t gw_len = 0, n = 6;
     uint32_t has = ci->has;
@@ -1596,7 +1567,7 @@ size_t fg_checkin_encode(const fg_checkin *ci, int64_t recv_ts,
             n++;
     }
 
-    msgpack_packer_init(&pk, &fb, fixed_write);
+    msgpack_packer_init(&pk, &mb, fg_mpbuf_write);
     msgpack_pack_map(&pk, n);
     pack_key(&pk, F_DEVICE_ID, 9);
     pack_strn(&pk, ci->device_id, ci->device_id_len);
@@ -1630,7 +1601,7 @@ size_t fg_checkin_encode(const fg_checkin *ci, int64_t recv_ts,
     msgpack_pack_int64(&pk, recv_ts);
     pack_key(&pk, F_GW, 2);
     pack_strn(&pk, gw_id ? gw_id : "", gw_len);
-    return fb.overflow ? 0 : fb.len;
+    return fg_mpbuf_len(&mb);
 }
 
 fg_status fg_checkin_decode_record(const char *buf, size_t len,

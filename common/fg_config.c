@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define FG_CONF_ENV_PREFIX "FLEETGATE_"
 #define FG_CONF_KEY_MAX 256           /* longest full dotted key */
@@ -994,6 +995,21 @@ fg_market_map *fg_market_map_from(const fg_conf_kvs *markets, char *errbuf,
         }
     }
     return mm;
+}
+
+int fg_conf_instance_id(char *out, size_t len, const char *id,
+                        const char *fallback)
+{
+    if (id && id[0]) {
+        snprintf(out, len, "%s", id);
+        return strlen(id) < len ? 0 : -1;
+    }
+    char host[48];
+    snprintf(host, sizeof(host), "%s", fallback);
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, len, "%s-%ld", host, (long)getpid());
+    return 0;
 }
 
 fg_conf_cli_next fg_conf_cli_start(fg_conf_cli *cli, int argc, char **argv,

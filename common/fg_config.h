@@ -140,6 +140,14 @@ fg_conf_cli_next fg_conf_cli_start(fg_conf_cli *cli, int argc, char **argv,
                                    const char *prog,
                                    void (*usage)(FILE *out, const char *argv0));
 
+/* The id a daemon instance goes by (lease owner, producer and audit
+ * identity): id when set and non-empty, else "<host name>-<pid>", with
+ * fallback standing in for a host name that cannot be read. Writes it to
+ * out (len bytes, NUL-terminated). Returns 0, or -1 when id does not fit
+ * (out then holds it cut short). */
+int fg_conf_instance_id(char *out, size_t len, const char *id,
+                        const char *fallback);
+
 /* Builds a market map from [markets] pass-through keys (market = comma-
  * separated countries). NULL with errbuf naming the bad key
  * ("markets.EU: ...") or when out of memory. Caller frees with

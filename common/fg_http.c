@@ -465,18 +465,24 @@ static void conn_end_output(fg_http_conn *c)
     shutdown(c->fd, SHUT_WR);
 }
 
+/* Stops c's events and closes its socket (once). */
+static void conn_close_fd(fg_http_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    event_del(&c->rev);
+    event_del(&c->wev);
+    event_del(&c->tev);
+    close(c->fd);
+    c->fd = -1;
+}
+
 static void conn_free(fg_http_conn *c)
 {
     stream_notify(c);
     fg_http_server *srv = c->srv;
-    if (c->fd >= 0) {
-        event_del(&c->rev);
-        event_del(&c->wev);
-        event_del(&c->tev);
-        tls_notify(c);
-        close(c->fd);
-        c->fd = -1;
-    }
+    tls_notify(c);
+    conn_close_fd(c);
     if (c->ssl) {
         SSL_free(c->ssl);
         c->ssl = NULL;
@@ -504,13 +510,7 @@ static void conn_free(fg_http_conn *c)
 static void conn_close(fg_http_conn *c)
 {
     if (c->inflight) {
-        if (c->fd >= 0) {
-            event_del(&c->rev);
-            event_del(&c->wev);
-            event_del(&c->tev);
-            close(c->fd);
-            c->fd = -1;
-        }
+        conn_close_fd(c);
         c->peer_eof = 1;
         return;
     }
@@ -528,13 +528,7 @@ static void conn_drop(fg_http_conn *c)
         conn_free(c);
         return;
     }
-    if (c->fd >= 0) {
-        event_del(&c->rev);
-        event_del(&c->wev);
-        event_del(&c->tev);
-        close(c->fd);
-        c->fd = -1;
-    }
+    conn_close_fd(c);
 }
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg);
@@ -741,24 +735,54 @@ static int out_keep(fg_http_conn *c, const struct iovec *iov, int n,
     return 0;
 }
 
+/* Output over TLS goes through the output buffer, so that a small answer
+ * is one TLS record: appends iov and, unless older output waits already,
+ * writes. FG_OK when all of it went, FG_AGAIN when some waits for the
+ * socket (its event is armed), FG_ENOMEM, or FG_EIO when the connection
+ * broke. */
+static fg_status tls_send(fg_http_conn *c, const struct iovec *iov, int n)
+{
+    int waiting = c->out_len != c->out_off;
+    if (out_keep(c, iov, n, 0) != 0)
+        return FG_ENOMEM;
+    if (waiting)
+        return FG_AGAIN;
+    int r = tls_flush(c, NULL);
+    if (r < 0)
+        return FG_EIO;
+    if (r > 0)
+        return FG_AGAIN;
+    out_release(c);
+    return FG_OK;
+}
+
+/* Plain TCP: sends what the socket takes of iov now. The bytes sent (0
+ * when it takes none), or -1 when the connection broke. */
+static ssize_t plain_send(fg_http_conn *c, const struct iovec *iov, int n)
+{
+    struct msghdr mh;
+    ssize_t w;
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = (struct iovec *)iov;
+    mh.msg_iovlen = (size_t)n;
+    do {
+        w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    return w;
+}
+
 /* Writes what it can; the rest is kept and written when the socket allows.
  * Returns -1 when the connection broke (caller closes). */
 static int conn_write(fg_http_conn *c, const struct iovec *iov, int n)
 {
     if (c->ssl) {
-        /* One buffer, so that a small answer is one TLS record. */
-        int waiting = c->out_len != c->out_off;
-        if (out_keep(c, iov, n, 0) != 0)
+        fg_status st = tls_send(c, iov, n);
+        if (st == FG_OK)
+            return 0;
+        if (st != FG_AGAIN)
             return -1;
-        if (!waiting) {
-            int r = tls_flush(c, NULL);
-            if (r < 0)
-                return -1;
-            if (r == 0) {
-                out_release(c);
-                return 0;
-            }
-        }
         event_add(&c->tev, c->srv ? c->srv->tv_write : NULL);
         return 0;
     }
@@ -767,18 +791,9 @@ static int conn_write(fg_http_conn *c, const struct iovec *iov, int n)
         total += iov[i].iov_len;
     ssize_t w = 0;
     if (c->out_len == c->out_off) {
-        struct msghdr mh;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = (struct iovec *)iov;
-        mh.msg_iovlen = (size_t)n;
-        do {
-            w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        } while (w < 0 && errno == EINTR);
-        if (w < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return -1;
-            w = 0;
-        }
+        w = plain_send(c, iov, n);
+        if (w < 0)
+            return -1;
         if ((size_t)w == total)
             return 0;
     }
@@ -834,6 +849,9 @@ static void head_put(char **at, const char *end, const char *s, size_t n)
 /* format_head's len for an answer delimited by the end of the connection. */
 #define FG_HTTP_NO_LENGTH SIZE_MAX
 
+/* Room format_head needs: the fixed headers and a content type. */
+#define FG_HTTP_HEAD_MAX 512
+
 /* The status line and fixed headers, without snprintf: this runs once per
  * answer. Returns the length written (at most cap). */
 static size_t format_head(char *out, size_t cap, int status, const char *date,
@@ -874,6 +892,27 @@ static size_t format_head(char *out, size_t cap, int status, const char *date,
     return (size_t)(at - out);
 }
 
+/* The head of an answer as iov[0..2]: the status line and fixed headers
+ * (format_head into head, FG_HTTP_HEAD_MAX bytes), the caller's extra
+ * headers when any (borrowed), the blank line. Returns the entries used. */
+static int head_iov(struct iovec *iov, char *head, fg_http_server *srv,
+                    int status, size_t len, const char *content_type,
+                    int close, const char *extra_headers)
+{
+    int n = 0;
+    iov[n].iov_base = head;
+    iov[n++].iov_len = format_head(head, FG_HTTP_HEAD_MAX, status,
+                                   date_header(srv), len, content_type,
+                                   close);
+    if (extra_headers) {
+        iov[n].iov_base = (void *)extra_headers;
+        iov[n++].iov_len = strlen(extra_headers);
+    }
+    iov[n].iov_base = (void *)"\r\n";
+    iov[n++].iov_len = 2;
+    return n;
+}
+
 void fg_http_respond(fg_http_req *req, int status, const char *content_type,
                      const void *body, size_t len, const char *extra_headers)
 {
@@ -891,19 +930,10 @@ void fg_http_respond(fg_http_req *req, int status, const char *content_type,
     }
     if (!req->keep_alive || srv->draining)
         c->close_after = 1;
-    char head[512];
-    size_t hn = format_head(head, sizeof(head), status, date_header(srv), len,
-                            content_type, c->close_after);
+    char head[FG_HTTP_HEAD_MAX];
     struct iovec iov[4];
-    int n = 0;
-    iov[n].iov_base = head;
-    iov[n++].iov_len = hn;
-    if (extra_headers) {
-        iov[n].iov_base = (void *)extra_headers;
-        iov[n++].iov_len = strlen(extra_headers);
-    }
-    iov[n].iov_base = (void *)"\r\n";
-    iov[n++].iov_len = 2;
+    int n = head_iov(iov, head, srv, status, len, content_type,
+                     c->close_after, extra_headers);
     if (len && !req->head) {
         iov[n].iov_base = (void *)body;
         iov[n++].iov_len = len;
@@ -948,17 +978,9 @@ static fg_status stream_send(fg_http_conn *c, const struct iovec *iov, int n)
         total += iov[i].iov_len;
     size_t pending = c->out_len - c->out_off;
     if (c->ssl) {
-        if (out_keep(c, iov, n, 0) != 0)
-            return FG_ENOMEM;
-        if (pending == 0) {
-            int r = tls_flush(c, NULL);
-            if (r < 0)
-                return FG_EIO;
-            if (r == 0) {
-                out_release(c);
-                return FG_OK;
-            }
-        }
+        fg_status st = tls_send(c, iov, n);
+        if (st != FG_AGAIN)
+            return st;
         if (c->out_len - c->out_off > s->cap)
             return FG_ETOOBIG;
         if (pending == 0)
@@ -966,19 +988,9 @@ static fg_status stream_send(fg_http_conn *c, const struct iovec *iov, int n)
         return FG_OK;
     }
     if (pending == 0) {
-        struct msghdr mh;
-        ssize_t sent;
-        memset(&mh, 0, sizeof(mh));
-        mh.msg_iov = (struct iovec *)iov;
-        mh.msg_iovlen = (size_t)n;
-        do {
-            sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-        } while (sent < 0 && errno == EINTR);
-        if (sent < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return FG_EIO;
-            sent = 0;
-        }
+        ssize_t sent = plain_send(c, iov, n);
+        if (sent < 0)
+            return FG_EIO;
         w = (size_t)sent;
         if (w == total)
             return FG_OK;
@@ -1049,19 +1061,10 @@ fg_http_stream *fg_http_stream_begin(fg_http_req *req, int status,
         c->read_paused = 0;
         event_add(&c->rev, NULL);
     }
-    char head[512];
-    size_t hn = format_head(head, sizeof(head), status, date_header(srv),
-                            FG_HTTP_NO_LENGTH, content_type, 1);
+    char head[FG_HTTP_HEAD_MAX];
     struct iovec iov[3];
-    int n = 0;
-    iov[n].iov_base = head;
-    iov[n++].iov_len = hn;
-    if (extra_headers) {
-        iov[n].iov_base = (void *)extra_headers;
-        iov[n++].iov_len = strlen(extra_headers);
-    }
-    iov[n].iov_base = (void *)"\r\n";
-    iov[n++].iov_len = 2;
+    int n = head_iov(iov, head, srv, status, FG_HTTP_NO_LENGTH, content_type,
+                     1, extra_headers);
     if (stream_send(c, iov, n) != FG_OK) {
         conn_drop(c);
         return NULL;
@@ -1391,9 +1394,7 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
         c->out_off += (size_t)w;
         progress = 1;
     }
-    free(c->out);
-    c->out = NULL;
-    c->out_len = c->out_off = c->out_cap = 0;
+    out_release(c);
     event_del(&c->wev);
     event_del(&c->tev);
     if (c->stream && !c->stream->ended)
@@ -1662,6 +1663,24 @@ fail:
     return NULL;
 }
 
+/* Tells the owner of every running stream that the server shuts down.
+ * flush: the connection then sends what is buffered and closes; otherwise
+ * the caller frees it. An owner's callback may write to (and so close)
+ * other streams: the walk starts over after each. */
+static void streams_shut(fg_http_server *srv, int flush)
+{
+restart:
+    for (fg_http_conn *c = srv->conns; c; c = c->next) {
+        if (c->stream && !c->stream->ended) {
+            c->stream->why = FG_HTTP_STREAM_SHUTDOWN;
+            if (flush && c->out_len == c->out_off)
+                event_active(&c->wev, EV_WRITE, 1);
+            stream_notify(c);
+            goto restart;
+        }
+    }
+}
+
 void fg_http_server_drain(fg_http_server *srv)
 {
     if (srv->draining)
@@ -1675,21 +1694,9 @@ void fg_http_server_drain(fg_http_server *srv)
         close(srv->lfd);
         srv->lfd = -1;
     }
-    fg_http_conn *c;
-    /* Streams end: each owner learns it now; what was written still goes.
-     * An owner's callback may write to (and so close) other streams: walk
-     * again from the start after each. */
-restart:
-    for (c = srv->conns; c; c = c->next) {
-        if (c->stream && !c->stream->ended) {
-            c->stream->why = FG_HTTP_STREAM_SHUTDOWN;
-            if (c->out_len == c->out_off)
-                event_active(&c->wev, EV_WRITE, 1);
-            stream_notify(c);
-            goto restart;
-        }
-    }
-    c = srv->conns;
+    /* Streams end: each owner learns it now; what was written still goes. */
+    streams_shut(srv, 1);
+    fg_http_conn *c = srv->conns;
     while (c) {
         fg_http_conn *next = c->next;
         if (!c->inflight && !c->req && c->out_len == c->out_off)
@@ -1716,27 +1723,15 @@ void fg_http_server_free(fg_http_server *srv)
         event_free(srv->lev);
     if (srv->lfd >= 0)
         close(srv->lfd);
-    fg_http_conn *c;
-restart: /* owners first (see fg_http_server_drain) */
-    for (c = srv->conns; c; c = c->next) {
-        if (c->stream && !c->stream->ended) {
-            c->stream->why = FG_HTTP_STREAM_SHUTDOWN;
-            stream_notify(c);
-            goto restart;
-        }
-    }
-    c = srv->conns;
+    streams_shut(srv, 0); /* owners first */
+    fg_http_conn *c = srv->conns;
     while (c) {
         fg_http_conn *next = c->next;
         if (srv->budget)
             atomic_fetch_sub(&srv->budget->open, 1);
         if (c->inflight) {
             /* The handler still holds the request: keep the struct. */
-            event_del(&c->rev);
-            event_del(&c->wev);
-            event_del(&c->tev);
-            close(c->fd);
-            c->fd = -1;
+            conn_close_fd(c);
             c->detached = 1;
             c->srv = NULL;
         } else {

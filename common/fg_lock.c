@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fg_mpbuf.h"
 #include "fg_utf8.h"
 
 /* Deepest container nesting the pre-scan accepts (a lock record needs 1). */
@@ -473,26 +474,6 @@ cleanup:
 
 /* ---- encoding --------------------------------------------------------- */
 
-/* msgpack_packer sink writing into a fixed buffer; overflow is sticky. */
-typedef struct fixbuf {
-    char *out;
-    size_t cap;
-    size_t len;
-    bool overflow;
-} fixbuf;
-
-static int fixbuf_write(void *data, const char *b, size_t n)
-{
-    fixbuf *fb = data;
-    if (fb->overflow || n > fb->cap - fb->len) {
-        fb->overflow = true;
-        return -1;
-    }
-    memcpy(fb->out + fb->len, b, n);
-    fb->len += n;
-    return 0;
-}
-
 static void pack_key(msgpack_packer *pk, const char *key)
 {
     size_t n = strlen(key);
@@ -527,7 +508,7 @@ static void pack_kv_i64(msgpack_packer *pk, const char *key, int64_t v)
 
 size_t fg_lock_encode(const fg_lock *lk, char *out, size_t cap)
 {
-    fixbuf fb = {out, cap, 0, false};
+    fg_mpbuf mb = {out, cap, 0, false};
     msgpack_packer pk;
     size_t entries = 9; /* the required fields and actor */
     bool with_until = lk->state == FG_LOCK_LOCKED || lk->until != 0;
@@ -538,7 +519,7 @@ size_t fg_lock_encode(const fg_lock *lk, char *out, size_t cap)
     entries += (lk->has & FG_LOCK_HAS_DEVICES) != 0;
     entries += (lk->has & FG_LOCK_HAS_TOKEN) != 0;
 
-    msgpack_packer_init(&pk, &fb, fixbuf_write);
+    msgpack_packer_init(&pk, &mb, fg_mpbuf_write);
     msgpack_pack_map(&pk, entries);
     pack_kv_str(&pk, "region", lk->region, FG_REGION_MAX);
     pack_kv_name(&pk, "state", fg_lock_state_str(lk->state));
@@ -563,7 +544,7 @@ size_t fg_lock_encode(const fg_lock *lk, char *out, size_t cap)
         pack_key(&pk, "token");
         msgpack_pack_uint64(&pk, lk->token);
     }
-    return fb.overflow ? 0 : fb.len;
+    return fg_mpbuf_len(&mb);
 }
 
 /* ---- table ------------------------------------------------------------ */

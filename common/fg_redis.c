@@ -1210,6 +1210,137 @@ fg_status fg_redis_script_eval(fg_redis *r, const fg_redis_script *script,
     return cmd_submit(r, cb, ud, buf, len, 0, script, offs[1], 3 + argc);
 }
 
+/* ---- argument vectors ---- */
+
+/* A free slot at a->n, or -1 (then a has failed). */
+static int args_slot(fg_redis_args *a)
+{
+    if (a->failed)
+        return -1;
+    if (a->n < a->cap)
+        return 0;
+    int cap = a->cap ? a->cap * 2 : 32;
+    const char **argv = realloc(a->argv, (size_t)cap * sizeof(*argv));
+    if (argv)
+        a->argv = argv;
+    size_t *lens = argv ? realloc(a->lens, (size_t)cap * sizeof(*lens)) : NULL;
+    if (lens)
+        a->lens = lens;
+    size_t *offs = lens ? realloc(a->offs, (size_t)cap * sizeof(*offs)) : NULL;
+    if (!offs) {
+        a->failed = 1;
+        return -1;
+    }
+    a->offs = offs;
+    a->cap = cap;
+    return 0;
+}
+
+void fg_redis_args_add(fg_redis_args *a, const void *p, size_t len)
+{
+    if (args_slot(a) != 0)
+        return;
+    if (len > a->bcap - a->len) {
+        size_t cap = a->bcap ? a->bcap : 1024;
+        while (len > cap - a->len) {
+            if (cap > SIZE_MAX / 2) {
+                a->failed = 1;
+                return;
+            }
+            cap *= 2;
+        }
+        char *buf = realloc(a->buf, cap);
+        if (!buf) {
+            a->failed = 1;
+            return;
+        }
+        a->buf = buf;
+        a->bcap = cap;
+    }
+    if (len)
+        memcpy(a->buf + a->len, p, len);
+    /* An offset, not a pointer: buf may still move. */
+    a->argv[a->n] = NULL;
+    a->lens[a->n] = len;
+    a->offs[a->n] = a->len;
+    a->len += len;
+    a->n++;
+}
+
+void fg_redis_args_str(fg_redis_args *a, const char *s)
+{
+    fg_redis_args_add(a, s, strlen(s));
+}
+
+void fg_redis_args_fmt(fg_redis_args *a, const char *fmt, ...)
+{
+    char tmp[FG_REDIS_ARG_FMT_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(tmp)) {
+        a->failed = 1;
+        return;
+    }
+    fg_redis_args_add(a, tmp, (size_t)n);
+}
+
+void fg_redis_args_ref(fg_redis_args *a, const void *p, size_t len)
+{
+    if (args_slot(a) != 0)
+        return;
+    a->argv[a->n] = p;
+    a->lens[a->n] = len;
+    a->offs[a->n] = SIZE_MAX;
+    a->n++;
+}
+
+void fg_redis_args_fail(fg_redis_args *a)
+{
+    a->failed = 1;
+}
+
+/* Points argv at the copied arguments. -1 when a step failed. */
+static int args_resolve(fg_redis_args *a)
+{
+    if (a->failed)
+        return -1;
+    for (int i = 0; i < a->n; i++)
+        if (a->offs[i] != SIZE_MAX)
+            a->argv[i] = a->buf + a->offs[i];
+    return 0;
+}
+
+fg_status fg_redis_args_command(fg_redis *r, fg_redis_cb cb, void *ud,
+                                fg_redis_args *a)
+{
+    if (args_resolve(a) != 0)
+        return FG_ENOMEM;
+    return fg_redis_commandv(r, cb, ud, a->n, a->argv, a->lens);
+}
+
+fg_status fg_redis_args_eval(fg_redis *r, const fg_redis_script *script,
+                             fg_redis_cb cb, void *ud, int nkeys,
+                             fg_redis_args *a)
+{
+    if (args_resolve(a) != 0)
+        return FG_ENOMEM;
+    return fg_redis_script_eval(r, script, cb, ud, nkeys, a->n, a->argv,
+                                a->lens);
+}
+
+void fg_redis_args_free(fg_redis_args *a)
+{
+    if (!a)
+        return;
+    free(a->argv);
+    free(a->lens);
+    free(a->offs);
+    free(a->buf);
+    memset(a, 0, sizeof(*a));
+}
+
 void fg_redis_stats_get(const fg_redis *r, fg_redis_stats *st)
 {
     if (!st)

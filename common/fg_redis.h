@@ -162,6 +162,60 @@ fg_status fg_redis_script_eval(fg_redis *r, const fg_redis_script *script,
                                fg_redis_cb cb, void *ud, int nkeys, int argc,
                                const char **argv, const size_t *argvlen);
 
+/* ---- argument vectors ----
+ * The arguments of one command, added one at a time, for commands whose
+ * argument count is known only at run time (a batch of members, a region's
+ * buckets). `fg_redis_args a = {0};` is an empty vector; release it with
+ * fg_redis_args_free. A step that fails (out of memory, a formatted
+ * argument over FG_REDIS_ARG_FMT_MAX bytes) marks the vector failed and
+ * later steps do nothing, so a caller adds everything and learns of a
+ * failure once, from the send. The fields are private. Not tied to a
+ * connection. @thread any (one thread per vector) */
+typedef struct fg_redis_args {
+    const char **argv; /* borrowed arguments; copied ones when sent */
+    size_t *lens;
+    size_t *offs;      /* of copied arguments in buf; SIZE_MAX: borrowed */
+    int n, cap;
+    char *buf;         /* the copied arguments, back to back */
+    size_t len, bcap;
+    int failed;
+} fg_redis_args;
+
+/* Longest argument fg_redis_args_fmt formats. */
+#define FG_REDIS_ARG_FMT_MAX 159
+
+/* Appends a copy of len bytes at p (binary-safe). */
+void fg_redis_args_add(fg_redis_args *a, const void *p, size_t len);
+
+/* Appends a copy of the C string s. */
+void fg_redis_args_str(fg_redis_args *a, const char *s);
+
+/* Appends a printf-formatted argument of at most FG_REDIS_ARG_FMT_MAX
+ * bytes (longer: the vector fails). */
+void fg_redis_args_fmt(fg_redis_args *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Appends len bytes at p without copying them: borrowed, they must stay
+ * valid until the vector is sent. */
+void fg_redis_args_ref(fg_redis_args *a, const void *p, size_t len);
+
+/* Marks the vector failed, for a step of the caller's own (building a
+ * value) that failed: the send then refuses it. */
+void fg_redis_args_fail(fg_redis_args *a);
+
+/* fg_redis_commandv, and fg_redis_script_eval with the first nkeys
+ * arguments as keys, with a's arguments. a is borrowed for the call (free
+ * it afterwards). FG_ENOMEM, with nothing sent and cb never called, when a
+ * step of a failed; otherwise as those functions. @thread the loop's */
+fg_status fg_redis_args_command(fg_redis *r, fg_redis_cb cb, void *ud,
+                                fg_redis_args *a);
+fg_status fg_redis_args_eval(fg_redis *r, const fg_redis_script *script,
+                             fg_redis_cb cb, void *ud, int nkeys,
+                             fg_redis_args *a);
+
+/* Releases a's memory and leaves it empty; NULL is a no-op. */
+void fg_redis_args_free(fg_redis_args *a);
+
 /* Copies r's counters into *st. */
 void fg_redis_stats_get(const fg_redis *r, fg_redis_stats *st);
 

@@ -454,6 +454,10 @@ static void action_respond(ctl_action *a)
                 ctl_json_str(g, "topic", api->cfg->policies_topic);
                 ctl_json_key(g, "policy");
                 ctl_policy_json(g, &a->policy);
+            } else if (a->route == CTL_ROUTE_POLICY_RESET) {
+                /* No operator policy any more: each scorer's own. */
+                ctl_json_str(g, "topic", api->cfg->policies_topic);
+                ctl_json_null(g, "policy");
             } else {
                 ctl_json_key(g, "before");
                 ctl_lock_json(g, a->had[0] ? &a->before[0] : NULL);
@@ -484,7 +488,9 @@ static int action_audit(ctl_action *a)
     const fg_lock **after = calloc(k, sizeof(*after));
     const char **regions = calloc(k, sizeof(*regions));
     ctl_dr *dr = malloc(sizeof(*dr));
-    for (size_t i = 0; i < a->n && a->route != CTL_ROUTE_POLICY; i++) {
+    int policy = a->route == CTL_ROUTE_POLICY ||
+                 a->route == CTL_ROUTE_POLICY_RESET;
+    for (size_t i = 0; i < a->n && !policy; i++) {
         if (!a->stored[i])
             continue;
         /* Read-your-writes, unless the feed already holds a newer record
@@ -531,9 +537,12 @@ static int action_audit(ctl_action *a)
     au.before = before;
     au.after = after;
     au.multi = a->route == CTL_ROUTE_UNLOCK_ALL;
-    if (a->route == CTL_ROUTE_POLICY) {
-        au.n = 0; /* no lock records: the policy itself */
-        au.policy = &a->policy;
+    if (policy) {
+        /* No lock records: the policy itself, or for a reset nothing (the
+         * service does not read the topic, so what it removed is not
+         * known here). */
+        au.n = 0;
+        au.policy = a->route == CTL_ROUTE_POLICY ? &a->policy : NULL;
     }
     if (a->route == CTL_ROUTE_APPROVE) {
         au.approves = a->approves;
@@ -583,12 +592,23 @@ static void action_start(ctl_api *api, ctl_action *a)
     a->waiting = a->n;
     for (size_t i = 0; i < a->n; i++) {
         char rec[FG_LOCK_RECORD_MAX];
-        size_t len = a->route == CTL_ROUTE_POLICY
-                         ? 0
-                         : fg_lock_encode(&a->after[i], rec, sizeof(rec));
+        int policy = a->route == CTL_ROUTE_POLICY ||
+                     a->route == CTL_ROUTE_POLICY_RESET;
+        size_t len = policy ? 0
+                            : fg_lock_encode(&a->after[i], rec, sizeof(rec));
         ctl_dr *dr = malloc(sizeof(*dr));
         rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FAIL;
-        if (dr && a->route == CTL_ROUTE_POLICY) {
+        if (dr && a->route == CTL_ROUTE_POLICY_RESET) {
+            /* The tombstone: compaction keeps the key without a value, and
+             * every scorer goes back to its configured policy. */
+            dr->a = a;
+            dr->idx = i;
+            err = rd_kafka_producev(
+                api->p, RD_KAFKA_V_RKT(api->policies_rkt),
+                RD_KAFKA_V_KEY(a->regions[i], strlen(a->regions[i])),
+                RD_KAFKA_V_VALUE(NULL, 0), RD_KAFKA_V_OPAQUE(dr),
+                RD_KAFKA_V_END);
+        } else if (dr && a->route == CTL_ROUTE_POLICY) {
             dr->a = a;
             dr->idx = i;
             err = rd_kafka_producev(
@@ -1038,6 +1058,36 @@ static void handle_policy(ctl_api *api, fg_http_req *req, const char *region,
     action_start(api, a);
 }
 
+/* DELETE /v1/regions/{code}/policy: a tombstone for region on the
+ * policies topic (key region, no value), answered once the broker has it.
+ * A scorer that reads it drops the operator's policy and uses its
+ * configured one ([policy.<REGION>] or [policy]) again. */
+static void handle_policy_reset(ctl_api *api, fg_http_req *req,
+                                const char *region, const ctl_principal *who,
+                                const char *req_id)
+{
+    char reason[FG_LOCK_REASON_MAX + 1];
+    ctl_req_error err;
+    size_t len = 0;
+    const char *body = fg_http_req_body(req, &len);
+    if (ctl_req_parse_reason(body, len, reason, &err) != FG_OK) {
+        refuse_invalid(api, req, CTL_ROUTE_POLICY_RESET, who, region, 400,
+                       &err, req_id);
+        return;
+    }
+    ctl_action *a =
+        action_new(api, req, CTL_ROUTE_POLICY_RESET, req_id, who, 1);
+    if (!a) {
+        respond_error(api, req, CTL_ROUTE_POLICY_RESET, 500, "no_memory",
+                      NULL, NULL, req_id, NULL);
+        return;
+    }
+    snprintf(a->regions[0], sizeof(a->regions[0]), "%.*s", FG_REGION_MAX,
+             region);
+    snprintf(a->reason, sizeof(a->reason), "%s", reason);
+    action_start(api, a);
+}
+
 /* The unlock record of region, from its current record (scope kept). */
 static void unlock_record(ctl_action *a, size_t i, const ctl_region *r,
                           const ctl_unlock_req *ur, int64_t now)
@@ -1231,10 +1281,18 @@ static void on_request(void *ud, fg_http_req *req)
                         ? CTL_ROLE_VIEWER
                     : route == CTL_ROUTE_UNLOCK_ALL ||
                             route == CTL_ROUTE_APPROVE ||
-                            route == CTL_ROUTE_POLICY
+                            route == CTL_ROUTE_POLICY ||
+                            route == CTL_ROUTE_POLICY_RESET
                         ? CTL_ROLE_ADMIN
                         : CTL_ROLE_OPERATOR;
-    const char *target = route == CTL_ROUTE_UNLOCK_ALL ? "*" : region;
+    /* A denial's audit names the target only when the path segment has the
+     * form of one: it is raw request bytes (any text up to
+     * CTL_SEGMENT_MAX bytes that the HTTP parser let through). */
+    const char *target = route == CTL_ROUTE_UNLOCK_ALL ? "*"
+                         : route == CTL_ROUTE_APPROVE
+                             ? (ctl_req_id_ok(region) ? region : NULL)
+                         : ctl_req_region_ok(region) ? region
+                                                     : NULL;
     ctl_auth_result ar = ctl_auth_check(
         api->cfg->auth, fg_http_req_header(req, "authorization"), &who);
     if (ar != CTL_AUTH_OK) {
@@ -1264,6 +1322,12 @@ static void on_request(void *ud, fg_http_req *req)
                       NULL);
         return;
     }
+    if (route == CTL_ROUTE_APPROVE && !ctl_req_id_ok(region)) {
+        ctl_req_error err = {"invalid_request_id", "id",
+                             "not a request id (req- and 16 hex digits)"};
+        refuse_invalid(api, req, route, &who, NULL, 400, &err, req_id);
+        return;
+    }
     if (route != CTL_ROUTE_LIST && route != CTL_ROUTE_UNLOCK_ALL &&
         route != CTL_ROUTE_APPROVE && route != CTL_ROUTE_STREAM &&
         !ctl_req_region_ok(region)) {
@@ -1277,7 +1341,8 @@ static void on_request(void *ud, fg_http_req *req)
         return;
     }
     if ((route == CTL_ROUTE_LOCK || route == CTL_ROUTE_UNLOCK ||
-         route == CTL_ROUTE_UNLOCK_ALL || route == CTL_ROUTE_POLICY) &&
+         route == CTL_ROUTE_UNLOCK_ALL || route == CTL_ROUTE_POLICY ||
+         route == CTL_ROUTE_POLICY_RESET) &&
         !json_content(req)) {
         ctl_req_error err = {"unsupported_media_type", "",
                              "send Content-Type: application/json"};
@@ -1291,6 +1356,9 @@ static void on_request(void *ud, fg_http_req *req)
     case CTL_ROUTE_UNLOCK: handle_unlock(api, req, region, &who, req_id); break;
     case CTL_ROUTE_APPROVE: handle_approve(api, req, region, &who, req_id); break;
     case CTL_ROUTE_POLICY: handle_policy(api, req, region, &who, req_id); break;
+    case CTL_ROUTE_POLICY_RESET:
+        handle_policy_reset(api, req, region, &who, req_id);
+        break;
     case CTL_ROUTE_STREAM: handle_stream(api, req, req_id); break;
     default: handle_unlock_all(api, req, &who, req_id); break;
     }

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "ctl_store.h"
 #include "fg_kafka.h"
@@ -253,15 +252,9 @@ static int derive(ctl_config *cfg, char *errbuf, size_t errlen)
             return -1;
         }
     }
-    if (cfg->id && cfg->id[0]) {
-        snprintf(cfg->ctl_id, sizeof(cfg->ctl_id), "%s", cfg->id);
-    } else {
-        char host[48] = "control";
-        gethostname(host, sizeof(host) - 1);
-        host[sizeof(host) - 1] = '\0';
-        snprintf(cfg->ctl_id, sizeof(cfg->ctl_id), "%s-%ld", host,
-                 (long)getpid());
-    }
+    /* A longer control.id is cut to fit. */
+    (void)fg_conf_instance_id(cfg->ctl_id, sizeof(cfg->ctl_id), cfg->id,
+                              "control");
     cfg->limits.max_ttl_s = cfg->max_ttl_ms / 1000;
     cfg->limits.default_ttl_s = cfg->default_ttl_ms / 1000;
     cfg->limits.max_pin_s = cfg->max_pin_ms / 1000;

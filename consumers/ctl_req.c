@@ -118,7 +118,8 @@ ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
         else if (seg_eq(seg[3], segn[3], "unlock"))
             r = CTL_ROUTE_UNLOCK;
         else if (seg_eq(seg[3], segn[3], "policy"))
-            r = CTL_ROUTE_POLICY;
+            r = meth == FG_HTTP_DELETE ? CTL_ROUTE_POLICY_RESET
+                                       : CTL_ROUTE_POLICY;
         else
             return CTL_ROUTE_NONE;
         if (nseg >= 3) {
@@ -146,6 +147,8 @@ ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
         *method_ok = meth == FG_HTTP_GET;
     else if (r == CTL_ROUTE_POLICY)
         *method_ok = meth == FG_HTTP_PUT;
+    else if (r == CTL_ROUTE_POLICY_RESET)
+        *method_ok = meth == FG_HTTP_DELETE;
     else
         *method_ok = meth == FG_HTTP_POST;
     return r;
@@ -161,6 +164,7 @@ const char *ctl_route_str(ctl_route r)
     case CTL_ROUTE_UNLOCK_ALL: return "unlock_all";
     case CTL_ROUTE_APPROVE: return "approve";
     case CTL_ROUTE_POLICY: return "policy";
+    case CTL_ROUTE_POLICY_RESET: return "policy_reset";
     case CTL_ROUTE_STREAM: return "stream";
     default: return "none";
     }
@@ -172,12 +176,20 @@ const char *ctl_route_allow(ctl_route r)
         return "GET, HEAD";
     if (r == CTL_ROUTE_STREAM)
         return "GET";
-    return r == CTL_ROUTE_POLICY ? "PUT" : "POST";
+    if (r == CTL_ROUTE_POLICY || r == CTL_ROUTE_POLICY_RESET)
+        return "PUT, DELETE";
+    return "POST";
 }
 
 int ctl_req_region_ok(const char *region)
 {
     return fg_region_valid(region, strlen(region));
+}
+
+int ctl_req_id_ok(const char *id)
+{
+    return strlen(id) == 20 && memcmp(id, "req-", 4) == 0 &&
+           strspn(id + 4, "0123456789abcdef") == 16;
 }
 
 /* ---- query ---- */
@@ -250,9 +262,7 @@ fg_status ctl_req_list_query(const char *query, ctl_list_query *q,
 
 /* ---- bodies ---- */
 
-/* True when the JSON text has the escape \u0000 (which would cut a C
- * string short). Escapes only occur inside strings in valid JSON. */
-static int has_nul_escape(const char *s, size_t len)
+int ctl_req_json_has_nul(const char *s, size_t len)
 {
     for (size_t i = 0; i + 1 < len; i++) {
         if (s[i] != '\\')
@@ -275,7 +285,7 @@ static yajl_val parse_object(const char *body, size_t len, ctl_req_error *err,
         set_err(err, "invalid_json", "", "the body is empty");
         return NULL;
     }
-    if (memchr(body, '\0', len) || has_nul_escape(body, len)) {
+    if (memchr(body, '\0', len) || ctl_req_json_has_nul(body, len)) {
         set_err(err, "invalid_json", "", "the body contains NUL");
         return NULL;
     }
@@ -489,6 +499,39 @@ fg_status ctl_req_parse_unlock(const char *body, size_t len,
         } else if (take_bool(v, k, &out->dry_run, err)) {
             goto out;
         }
+    }
+    if (!have_reason) {
+        missing_reason(err);
+        goto out;
+    }
+    st = FG_OK;
+out:
+    yajl_tree_free(root);
+    return st;
+}
+
+fg_status ctl_req_parse_reason(const char *body, size_t len, char *reason,
+                               ctl_req_error *err)
+{
+    fg_status st;
+    int have_reason = 0;
+    reason[0] = '\0';
+    yajl_val root = parse_object(body, len, err, &st);
+    if (!root)
+        return st;
+    st = FG_EINVAL;
+    for (size_t i = 0; i < root->u.object.len; i++) {
+        const char *k = root->u.object.keys[i];
+        yajl_val v = root->u.object.values[i];
+        if (strcmp(k, "reason") != 0) {
+            set_err(err, "unknown_field", k, "fields: reason");
+            goto out;
+        }
+        if (YAJL_IS_NULL(v))
+            continue;
+        if (take_string(v, k, reason, FG_LOCK_REASON_MAX + 1, 0, err))
+            goto out;
+        have_reason = 1;
     }
     if (!have_reason) {
         missing_reason(err);

@@ -18,15 +18,16 @@
 #include <yajl/yajl_gen.h>
 
 typedef enum ctl_route {
-    CTL_ROUTE_NONE = 0,   /* unknown path: 404 */
-    CTL_ROUTE_LIST,       /* GET /v1/regions */
-    CTL_ROUTE_REGION,     /* GET /v1/regions/{code} */
-    CTL_ROUTE_LOCK,       /* POST /v1/regions/{code}/lock */
-    CTL_ROUTE_UNLOCK,     /* POST /v1/regions/{code}/unlock */
-    CTL_ROUTE_UNLOCK_ALL, /* POST /v1/locks/unlock-all */
-    CTL_ROUTE_APPROVE,    /* POST /v1/requests/{id}/approve */
-    CTL_ROUTE_POLICY,     /* PUT /v1/regions/{code}/policy */
-    CTL_ROUTE_STREAM      /* GET /v1/stream (server-sent events) */
+    CTL_ROUTE_NONE = 0,     /* unknown path: 404 */
+    CTL_ROUTE_LIST,         /* GET /v1/regions */
+    CTL_ROUTE_REGION,       /* GET /v1/regions/{code} */
+    CTL_ROUTE_LOCK,         /* POST /v1/regions/{code}/lock */
+    CTL_ROUTE_UNLOCK,       /* POST /v1/regions/{code}/unlock */
+    CTL_ROUTE_UNLOCK_ALL,   /* POST /v1/locks/unlock-all */
+    CTL_ROUTE_APPROVE,      /* POST /v1/requests/{id}/approve */
+    CTL_ROUTE_POLICY,       /* PUT /v1/regions/{code}/policy */
+    CTL_ROUTE_POLICY_RESET, /* DELETE /v1/regions/{code}/policy */
+    CTL_ROUTE_STREAM        /* GET /v1/stream (server-sent events) */
 } ctl_route;
 
 /* A refused request: code is a static string ("invalid_json",
@@ -45,24 +46,37 @@ typedef struct ctl_req_error {
 
 /* The route of path (len bytes, without the query). region receives the
  * {code} segment (or the {id} of an approve; NUL-terminated, cut at
- * CTL_SEGMENT_MAX bytes) for the routes that have one, "" otherwise.
- * *method_ok is 1 when meth is the route's method (GET and HEAD for reads,
- * GET only for the event stream, PUT for a policy, POST for other
- * actions), 0 when the answer must be 405.
+ * CTL_SEGMENT_MAX bytes) for the routes that have one, "" otherwise. The
+ * policy path is two routes: DELETE names the reset, any other method the
+ * policy itself. *method_ok is 1 when meth is the route's method (GET and
+ * HEAD for reads, GET only for the event stream, PUT for a policy, DELETE
+ * for its reset, POST for other actions), 0 when the answer must be 405.
  * @thread any */
 ctl_route ctl_route_match(fg_http_method meth, const char *path, size_t len,
                           char region[CTL_SEGMENT_MAX + 1], int *method_ok);
 
 /* Static names: "list", "region", "lock", "unlock", "unlock_all",
- * "approve", "policy" (the audit record's action), "stream", "none". */
+ * "approve", "policy", "policy_reset" (the audit record's action),
+ * "stream", "none". */
 const char *ctl_route_str(ctl_route r);
 
-/* The method a route takes, for Allow: "GET, HEAD", "GET", "PUT" or
- * "POST". */
+/* The methods a route's path takes, for Allow: "GET, HEAD", "GET",
+ * "PUT, DELETE" (a policy and its reset) or "POST". */
 const char *ctl_route_allow(ctl_route r);
 
 /* True when region is a valid code (fg_region_valid). */
 int ctl_req_region_ok(const char *region);
+
+/* True when id has the form of the ids this service hands out: "req-" and
+ * 16 lower-case hex digits. The {id} of an approve is any bytes the HTTP
+ * parser let through until it passes. @thread any */
+int ctl_req_id_ok(const char *id);
+
+/* True when the JSON text s (len bytes) has the escape \u0000, which yajl
+ * decodes into a NUL that cuts the C string it builds (a key or value
+ * would then be read as its prefix). Escapes only occur inside strings in
+ * valid JSON; an escaped backslash before "u0000" is text. @thread any */
+int ctl_req_json_has_nul(const char *s, size_t len);
 
 typedef enum ctl_sort {
     CTL_SORT_REGION = 0, /* ascending code */
@@ -129,6 +143,13 @@ fg_status ctl_req_parse_lock(const char *body, size_t len,
  * rules otherwise. */
 fg_status ctl_req_parse_unlock(const char *body, size_t len,
                                const ctl_req_limits *lim, ctl_unlock_req *out,
+                               ctl_req_error *err);
+
+/* DELETE /v1/regions/{code}/policy: a JSON object with reason (required,
+ * as for a lock; null counts as absent) and nothing else. reason (cap
+ * FG_LOCK_REASON_MAX + 1) receives it. FG_OK, FG_EINVAL with *err filled,
+ * FG_ENOMEM. @thread any */
+fg_status ctl_req_parse_reason(const char *body, size_t len, char *reason,
                                ctl_req_error *err);
 
 /* PUT /v1/regions/{code}/policy: a JSON object with reason (required, as

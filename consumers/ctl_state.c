@@ -258,7 +258,8 @@ static fg_status decode_json(const char *buf, size_t len, ctl_score *out,
     char text[CTL_SCORE_INPUT_MAX + 1];
     unsigned have = 0;
     fg_status st = FG_EINVAL;
-    if (memchr(buf, '\0', len)) {
+    /* yajl decodes \u0000 into a NUL: "CU\u0000XX" would read as CU. */
+    if (memchr(buf, '\0', len) || ctl_req_json_has_nul(buf, len)) {
         snprintf(errbuf, errlen, "NUL in JSON");
         return FG_EINVAL;
     }
@@ -369,13 +370,21 @@ void ctl_state_free(ctl_state *st)
     free(st);
 }
 
-/* Index of region, or of where it would go (with *found 0). */
-static size_t find(const ctl_state *st, const char *region, int *found)
+/* The table and the history index are both arrays sorted by region code
+ * whose elements start with the code; these two helpers serve both. */
+_Static_assert(offsetof(ctl_region, region) == 0, "region code first");
+_Static_assert(offsetof(hist_slot, region) == 0, "region code first");
+
+/* Index of region in base (n elements of size bytes), or of where it would
+ * go (with *found 0). */
+static size_t region_search(const void *base, size_t n, size_t size,
+                            const char *region, int *found)
 {
-    size_t lo = 0, hi = st->n;
+    const char *at = base;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(st->items[mid].region, region);
+        int c = strcmp(at + mid * size, region);
         if (c == 0) {
             *found = 1;
             return mid;
@@ -389,6 +398,33 @@ static size_t find(const ctl_state *st, const char *region, int *found)
     return lo;
 }
 
+/* Opens a zeroed element at index i of base (*n elements of size bytes in
+ * room for *cap, which doubles from 64) and sets its region code. Returns
+ * the array, perhaps moved; NULL when out of memory (base is unchanged). */
+static void *region_insert(void *base, size_t *n, size_t *cap, size_t size,
+                           size_t i, const char *region)
+{
+    if (*n == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 64;
+        void *grown = realloc(base, ncap * size);
+        if (!grown)
+            return NULL;
+        base = grown;
+        *cap = ncap;
+    }
+    char *at = (char *)base + i * size;
+    memmove(at + size, at, (*n - i) * size);
+    (*n)++;
+    memset(at, 0, size);
+    snprintf(at, FG_REGION_MAX + 1, "%s", region);
+    return base;
+}
+
+static size_t find(const ctl_state *st, const char *region, int *found)
+{
+    return region_search(st->items, st->n, sizeof(*st->items), region, found);
+}
+
 static ctl_region *get_or_add(ctl_state *st, const char *region,
                               fg_status *err)
 {
@@ -400,21 +436,14 @@ static ctl_region *get_or_add(ctl_state *st, const char *region,
         *err = FG_ETOOBIG;
         return NULL;
     }
-    if (st->n == st->cap) {
-        size_t cap = st->cap ? st->cap * 2 : 64;
-        ctl_region *items = realloc(st->items, cap * sizeof(*items));
-        if (!items) {
-            *err = FG_ENOMEM;
-            return NULL;
-        }
-        st->items = items;
-        st->cap = cap;
+    ctl_region *items = region_insert(st->items, &st->n, &st->cap,
+                                      sizeof(*items), i, region);
+    if (!items) {
+        *err = FG_ENOMEM;
+        return NULL;
     }
-    memmove(&st->items[i + 1], &st->items[i], (st->n - i) * sizeof(*st->items));
-    st->n++;
-    memset(&st->items[i], 0, sizeof(st->items[i]));
-    snprintf(st->items[i].region, sizeof(st->items[i].region), "%s", region);
-    return &st->items[i];
+    st->items = items;
+    return &items[i];
 }
 
 /* ---- history ---- */
@@ -446,21 +475,7 @@ static int charge(ctl_state *st, size_t n)
 
 static size_t hist_find(const ctl_state *st, const char *region, int *found)
 {
-    size_t lo = 0, hi = st->hn;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(st->hist[mid].region, region);
-        if (c == 0) {
-            *found = 1;
-            return mid;
-        }
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    *found = 0;
-    return lo;
+    return region_search(st->hist, st->hn, sizeof(*st->hist), region, found);
 }
 
 /* The region's history, created (with its score ring) on first use.
@@ -478,30 +493,22 @@ static ctl_history *hist_get(ctl_state *st, const char *region,
         *err = FG_ETOOBIG;
         return NULL;
     }
-    ctl_history *h = NULL;
-    if (st->hn == st->hcap) {
-        size_t cap = st->hcap ? st->hcap * 2 : 64;
-        hist_slot *slots = realloc(st->hist, cap * sizeof(*slots));
-        if (!slots)
-            goto nomem;
-        st->hist = slots;
-        st->hcap = cap;
+    ctl_history *h = calloc(1, bytes);
+    hist_slot *slots = h ? region_insert(st->hist, &st->hn, &st->hcap,
+                                         sizeof(*slots), i, region)
+                         : NULL;
+    if (!slots) {
+        free(h);
+        st->hist_bytes -= bytes;
+        *err = FG_ENOMEM;
+        return NULL;
     }
-    h = calloc(1, bytes);
-    if (!h)
-        goto nomem;
     h->scores = (ctl_score_row *)(h + 1);
     h->s_cap = st->lim.scores;
     h->l_cap = st->lim.locks;
-    memmove(&st->hist[i + 1], &st->hist[i], (st->hn - i) * sizeof(*st->hist));
-    st->hn++;
-    snprintf(st->hist[i].region, sizeof(st->hist[i].region), "%s", region);
+    st->hist = slots;
     st->hist[i].h = h;
     return h;
-nomem:
-    st->hist_bytes -= bytes;
-    *err = FG_ENOMEM;
-    return NULL;
 }
 
 static ctl_score_row *ring_at(const ctl_history *h, size_t i)
@@ -931,6 +938,21 @@ void ctl_region_json(yajl_gen g, const ctl_region *r, int64_t now_ms)
     yajl_gen_map_close(g);
 }
 
+void ctl_score_row_json(yajl_gen g, const char *region,
+                        const ctl_score_row *row)
+{
+    yajl_gen_map_open(g);
+    if (region)
+        ctl_json_str(g, "region", region);
+    ctl_json_int(g, "ts", row->ts);
+    ctl_json_int(g, "devices", row->devices);
+    ctl_json_int(g, "grey", row->grey);
+    ctl_json_num(g, "share", row->share);
+    ctl_json_num(g, "lo", row->lo);
+    ctl_json_num(g, "hi", row->hi);
+    yajl_gen_map_close(g);
+}
+
 void ctl_region_detail_json(yajl_gen g, const ctl_state *st,
                             const ctl_region *r, int64_t now_ms)
 {
@@ -941,17 +963,8 @@ void ctl_region_detail_json(yajl_gen g, const ctl_state *st,
     yajl_gen_map_open(g);
     ctl_json_key(g, "scores");
     yajl_gen_array_open(g);
-    for (size_t i = 0; i < ctl_history_scores(h); i++) {
-        const ctl_score_row *row = ctl_history_score(h, i);
-        yajl_gen_map_open(g);
-        ctl_json_int(g, "ts", row->ts);
-        ctl_json_int(g, "devices", row->devices);
-        ctl_json_int(g, "grey", row->grey);
-        ctl_json_num(g, "share", row->share);
-        ctl_json_num(g, "lo", row->lo);
-        ctl_json_num(g, "hi", row->hi);
-        yajl_gen_map_close(g);
-    }
+    for (size_t i = 0; i < ctl_history_scores(h); i++)
+        ctl_score_row_json(g, NULL, ctl_history_score(h, i));
     yajl_gen_array_close(g);
     ctl_json_key(g, "locks");
     yajl_gen_array_open(g);

@@ -198,6 +198,12 @@ const char *ctl_history_lock(const ctl_history *h, size_t i, size_t *len,
 
 void ctl_state_history_stats(const ctl_state *st, ctl_history_stats *out);
 
+/* Writes row as one JSON object: "region" (left out when region is NULL,
+ * as under a region's own history), "ts", "devices", "grey", "share",
+ * "lo", "hi"; with a region, ctl_score_decode reads it back. */
+void ctl_score_row_json(yajl_gen g, const char *region,
+                        const ctl_score_row *row);
+
 /* yajl_gen helpers: a key then a value. */
 void ctl_json_str(yajl_gen g, const char *key, const char *val);
 void ctl_json_int(yajl_gen g, const char *key, int64_t val);

@@ -6,7 +6,6 @@
 
 #include <event2/event.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,120 +98,15 @@ int ctl_store_prefix_ok(const char *prefix)
 
 /* ---- command arguments ---- */
 
-/* An argument vector: borrowed arguments point at the caller's bytes,
- * copied ones live in buf (as offsets until cmd_done, since buf moves). */
-typedef struct cmd {
-    const char **argv;
-    size_t *lens;
-    size_t *offs; /* SIZE_MAX: borrowed */
-    int n, cap;
-    char *buf;
-    size_t len, bcap;
-    int failed;
-} cmd;
-
-static int cmd_slot(cmd *c)
-{
-    if (c->failed)
-        return -1;
-    if (c->n < c->cap)
-        return 0;
-    int cap = c->cap ? c->cap * 2 : 32;
-    const char **argv = realloc(c->argv, (size_t)cap * sizeof(*argv));
-    if (argv)
-        c->argv = argv;
-    size_t *lens = argv ? realloc(c->lens, (size_t)cap * sizeof(*lens)) : NULL;
-    if (lens)
-        c->lens = lens;
-    size_t *offs = lens ? realloc(c->offs, (size_t)cap * sizeof(*offs)) : NULL;
-    if (!offs) {
-        c->failed = 1;
-        return -1;
-    }
-    c->offs = offs;
-    c->cap = cap;
-    return 0;
-}
-
-/* p must stay valid until the command is sent. */
-static void cmd_ref(cmd *c, const char *p, size_t len)
-{
-    if (cmd_slot(c) != 0)
-        return;
-    c->argv[c->n] = p;
-    c->lens[c->n] = len;
-    c->offs[c->n] = SIZE_MAX;
-    c->n++;
-}
-
-static void cmd_copy(cmd *c, const char *p, size_t len)
-{
-    if (cmd_slot(c) != 0)
-        return;
-    if (len > c->bcap - c->len) {
-        size_t cap = c->bcap ? c->bcap : 1024;
-        while (len > cap - c->len)
-            cap *= 2;
-        char *buf = realloc(c->buf, cap);
-        if (!buf) {
-            c->failed = 1;
-            return;
-        }
-        c->buf = buf;
-        c->bcap = cap;
-    }
-    memcpy(c->buf + c->len, p, len);
-    c->argv[c->n] = NULL;
-    c->lens[c->n] = len;
-    c->offs[c->n] = c->len;
-    c->len += len;
-    c->n++;
-}
-
-static void cmd_fmt(cmd *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void cmd_fmt(cmd *c, const char *fmt, ...)
-{
-    char tmp[160];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        c->failed = 1;
-        return;
-    }
-    cmd_copy(c, tmp, (size_t)n);
-}
-
-/* Points the copied arguments into buf. 0, or -1 when a step failed. */
-static int cmd_done(cmd *c)
-{
-    if (c->failed)
-        return -1;
-    for (int i = 0; i < c->n; i++)
-        if (c->offs[i] != SIZE_MAX)
-            c->argv[i] = c->buf + c->offs[i];
-    return 0;
-}
-
-static void cmd_free(cmd *c)
-{
-    free(c->argv);
-    free(c->lens);
-    free(c->offs);
-    free(c->buf);
-}
-
-/* Copies the JSON g holds as one argument and frees g. */
-static void cmd_json(cmd *c, yajl_gen g)
+/* Copies the JSON g holds as one argument and frees g (NULL: a failed). */
+static void args_json(fg_redis_args *a, yajl_gen g)
 {
     const unsigned char *buf = NULL;
     size_t len = 0;
     if (!g || yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok)
-        c->failed = 1;
+        fg_redis_args_fail(a);
     else
-        cmd_copy(c, (const char *)buf, len);
+        fg_redis_args_add(a, buf, len);
     if (g)
         yajl_gen_free(g);
 }
@@ -273,46 +167,32 @@ static const char *refusal(const ctl_store *s, fg_status st)
 }
 
 /* The keys of put_lua, the view of r and the TTL. */
-static void put_head(ctl_store *s, cmd *c, const ctl_region *r)
+static void put_head(ctl_store *s, fg_redis_args *a, const ctl_region *r)
 {
-    cmd_fmt(c, "%s:{%s}:now", s->prefix, r->region);
-    cmd_fmt(c, "%s:{%s}:scores", s->prefix, r->region);
-    cmd_fmt(c, "%s:{%s}:locks", s->prefix, r->region);
+    fg_redis_args_fmt(a, "%s:{%s}:now", s->prefix, r->region);
+    fg_redis_args_fmt(a, "%s:{%s}:scores", s->prefix, r->region);
+    fg_redis_args_fmt(a, "%s:{%s}:locks", s->prefix, r->region);
     yajl_gen g = gen_new();
     if (g)
         ctl_region_json(g, r, now_ms());
-    cmd_json(c, g);
-    cmd_fmt(c, "%" PRId64, s->ttl_ms);
+    args_json(a, g);
+    fg_redis_args_fmt(a, "%" PRId64, s->ttl_ms);
 }
 
 /* A score row's member: decodable by ctl_score_decode. */
-static void put_score(cmd *c, const char *region, const ctl_score_row *row)
+static void put_score(fg_redis_args *a, const char *region, const ctl_score_row *row)
 {
-    cmd_fmt(c, "%" PRId64, row->ts);
+    fg_redis_args_fmt(a, "%" PRId64, row->ts);
     yajl_gen g = gen_new();
-    if (g) {
-        yajl_gen_map_open(g);
-        ctl_json_str(g, "region", region);
-        ctl_json_int(g, "ts", row->ts);
-        ctl_json_int(g, "devices", row->devices);
-        ctl_json_int(g, "grey", row->grey);
-        ctl_json_num(g, "share", row->share);
-        ctl_json_num(g, "lo", row->lo);
-        ctl_json_num(g, "hi", row->hi);
-        yajl_gen_map_close(g);
-    }
-    cmd_json(c, g);
+    if (g)
+        ctl_score_row_json(g, region, row);
+    args_json(a, g);
 }
 
 /* Sends c (put_lua) and, when Redis took it, the region's index entry. */
-static void put_send(ctl_store *s, cmd *c, const char *region)
+static void put_send(ctl_store *s, fg_redis_args *a, const char *region)
 {
-    if (cmd_done(c) != 0) {
-        write_lost(s, 1, "no_memory");
-        return;
-    }
-    fg_status st = fg_redis_script_eval(s->r, s->put, on_written, s, 3, c->n,
-                                        c->argv, c->lens);
+    fg_status st = fg_redis_args_eval(s->r, s->put, on_written, s, 3, a);
     if (st != FG_OK) {
         write_lost(s, 1, refusal(s, st));
         return;
@@ -332,21 +212,20 @@ void ctl_store_put(ctl_store *s, const ctl_region *r, const ctl_score_row *row,
         return;
     }
     size_t len = lk ? fg_lock_encode(lk, rec, sizeof(rec)) : 0;
-    cmd c;
-    memset(&c, 0, sizeof(c));
-    put_head(s, &c, r);
-    cmd_fmt(&c, "%d", row ? 1 : 0);
-    cmd_fmt(&c, "%zu", s->scores);
+    fg_redis_args a = {0};
+    put_head(s, &a, r);
+    fg_redis_args_fmt(&a, "%d", row ? 1 : 0);
+    fg_redis_args_fmt(&a, "%zu", s->scores);
     if (row)
-        put_score(&c, r->region, row);
-    cmd_fmt(&c, "%d", len ? 1 : 0);
-    cmd_fmt(&c, "%zu", s->locks);
+        put_score(&a, r->region, row);
+    fg_redis_args_fmt(&a, "%d", len ? 1 : 0);
+    fg_redis_args_fmt(&a, "%zu", s->locks);
     if (len) {
-        cmd_fmt(&c, "%" PRId64, lk->since);
-        cmd_ref(&c, rec, len);
+        fg_redis_args_fmt(&a, "%" PRId64, lk->since);
+        fg_redis_args_ref(&a, rec, len);
     }
-    put_send(s, &c, r->region);
-    cmd_free(&c);
+    put_send(s, &a, r->region);
+    fg_redis_args_free(&a);
 }
 
 /* The resync: r's view and whole history, again. */
@@ -354,24 +233,23 @@ static void walk_region(ctl_store *s, const ctl_region *r)
 {
     const ctl_history *h = ctl_state_history(s->st, r->region);
     size_t ns = ctl_history_scores(h), nl = ctl_history_locks(h);
-    cmd c;
-    memset(&c, 0, sizeof(c));
-    put_head(s, &c, r);
-    cmd_fmt(&c, "%zu", ns);
-    cmd_fmt(&c, "%zu", s->scores);
+    fg_redis_args a = {0};
+    put_head(s, &a, r);
+    fg_redis_args_fmt(&a, "%zu", ns);
+    fg_redis_args_fmt(&a, "%zu", s->scores);
     for (size_t i = 0; i < ns; i++)
-        put_score(&c, r->region, ctl_history_score(h, i));
-    cmd_fmt(&c, "%zu", nl);
-    cmd_fmt(&c, "%zu", s->locks);
+        put_score(&a, r->region, ctl_history_score(h, i));
+    fg_redis_args_fmt(&a, "%zu", nl);
+    fg_redis_args_fmt(&a, "%zu", s->locks);
     for (size_t i = 0; i < nl; i++) {
         size_t len = 0;
         int64_t since = 0;
         const char *rec = ctl_history_lock(h, i, &len, &since);
-        cmd_fmt(&c, "%" PRId64, since);
-        cmd_ref(&c, rec, len);
+        fg_redis_args_fmt(&a, "%" PRId64, since);
+        fg_redis_args_ref(&a, rec, len);
     }
-    put_send(s, &c, r->region);
-    cmd_free(&c);
+    put_send(s, &a, r->region);
+    fg_redis_args_free(&a);
 }
 
 static void walk_step(ctl_store *s)

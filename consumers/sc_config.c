@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "fg_kafka.h"
 #include "fg_log.h"
@@ -138,15 +137,9 @@ static int derive(sc_config *cfg, sc_policy *defaults, sc_rails *rails,
                  "scorer.window: must be a multiple of scorer.bucket");
         return -1;
     }
-    if (cfg->id && cfg->id[0]) {
-        snprintf(cfg->scorer_id, sizeof(cfg->scorer_id), "%s", cfg->id);
-    } else {
-        char host[48] = "scorer";
-        gethostname(host, sizeof(host) - 1);
-        host[sizeof(host) - 1] = '\0';
-        snprintf(cfg->scorer_id, sizeof(cfg->scorer_id), "%s-%ld", host,
-                 (long)getpid());
-    }
+    /* A longer scorer.id is cut to fit. */
+    (void)fg_conf_instance_id(cfg->scorer_id, sizeof(cfg->scorer_id), cfg->id,
+                              "scorer");
     sc_rails_default(rails);
     for (size_t i = 0; i < cfg->rails.n; i++) {
         if (sc_rails_set(rails, cfg->rails.items[i].key,

@@ -118,111 +118,6 @@ int sc_store_up(const sc_store *s)
     return fg_redis_is_up(s->r);
 }
 
-/* ---- argument vectors ---- */
-
-/* A growable argv whose strings live in one buffer (offsets until done). */
-typedef struct argv_buf {
-    char *buf;
-    size_t len, cap;
-    size_t *off, *lens;
-    int n, capn;
-    int failed;
-} argv_buf;
-
-static void av_add(argv_buf *a, const char *s, size_t n)
-{
-    if (a->failed)
-        return;
-    if (a->n == a->capn) {
-        int nc = a->capn ? a->capn * 2 : 32;
-        size_t *no = realloc(a->off, (size_t)nc * sizeof(*no));
-        size_t *nl = no ? realloc(a->lens, (size_t)nc * sizeof(*nl)) : NULL;
-        if (!no || !nl) {
-            if (no)
-                a->off = no;
-            a->failed = 1;
-            return;
-        }
-        a->off = no;
-        a->lens = nl;
-        a->capn = nc;
-    }
-    if (a->len + n > a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 4096;
-        while (nc < a->len + n)
-            nc *= 2;
-        char *nb = realloc(a->buf, nc);
-        if (!nb) {
-            a->failed = 1;
-            return;
-        }
-        a->buf = nb;
-        a->cap = nc;
-    }
-    memcpy(a->buf + a->len, s, n);
-    a->off[a->n] = a->len;
-    a->lens[a->n] = n;
-    a->len += n;
-    a->n++;
-}
-
-static void av_str(argv_buf *a, const char *s)
-{
-    av_add(a, s, strlen(s));
-}
-
-static void av_fmt(argv_buf *a, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void av_fmt(argv_buf *a, const char *fmt, ...)
-{
-    char tmp[160];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        a->failed = 1;
-        return;
-    }
-    av_add(a, tmp, (size_t)n);
-}
-
-/* Builds the pointer array; the caller frees ptrs and a. */
-static const char **av_ptrs(argv_buf *a)
-{
-    if (a->failed)
-        return NULL;
-    const char **p = malloc((size_t)(a->n ? a->n : 1) * sizeof(*p));
-    if (!p)
-        return NULL;
-    for (int i = 0; i < a->n; i++)
-        p[i] = a->buf + a->off[i];
-    return p;
-}
-
-static void av_free(argv_buf *a)
-{
-    free(a->buf);
-    free(a->off);
-    free(a->lens);
-}
-
-/* Sends a script with keys followed by args, both in a (first nkeys). */
-static fg_status av_eval(sc_store *s, const fg_redis_script *script,
-                         argv_buf *a, int nkeys, fg_redis_cb cb, void *ud)
-{
-    const char **p = av_ptrs(a);
-    if (!p) {
-        av_free(a);
-        return FG_ENOMEM;
-    }
-    fg_status st = fg_redis_script_eval(s->r, script, cb, ud, nkeys, a->n, p,
-                                        a->lens);
-    free(p);
-    av_free(a);
-    return st;
-}
-
 /* ---- partition load ---- */
 
 typedef struct load_ctx {
@@ -401,21 +296,17 @@ fg_status sc_store_register(sc_store *s, int32_t partition,
                             const char *const *regions, size_t n,
                             sc_store_cb cb, void *ud)
 {
-    argv_buf a = {0};
-    av_str(&a, "SADD");
-    av_fmt(&a, "fg:{p:%s:%d}:regions", s->topic, (int)partition);
+    fg_redis_args a = {0};
+    fg_redis_args_str(&a, "SADD");
+    fg_redis_args_fmt(&a, "fg:{p:%s:%d}:regions", s->topic, (int)partition);
     for (size_t i = 0; i < n; i++)
-        av_str(&a, regions[i]);
-    const char **p = av_ptrs(&a);
-    simple_ctx *sc = p ? simple_new(cb, ud, 0) : NULL;
-    fg_status st = FG_ENOMEM;
-    if (sc) {
-        st = fg_redis_commandv(s->r, on_simple, sc, a.n, p, a.lens);
-        if (st != FG_OK)
-            free(sc);
-    }
-    free(p);
-    av_free(&a);
+        fg_redis_args_str(&a, regions[i]);
+    simple_ctx *sc = simple_new(cb, ud, 0);
+    fg_status st = sc ? fg_redis_args_command(s->r, on_simple, sc, &a)
+                      : FG_ENOMEM;
+    if (st != FG_OK)
+        free(sc);
+    fg_redis_args_free(&a);
     return st;
 }
 
@@ -426,38 +317,37 @@ fg_status sc_store_apply(sc_store *s, const sc_agg *agg, size_t i,
     const char *region = sc_agg_region(agg, i);
     const sc_bucket *b;
     size_t nb = sc_agg_buckets(agg, i, &b);
-    argv_buf a = {0};
+    fg_redis_args a = {0};
     int nkeys = 1 + 3 * (int)nb;
-    av_fmt(&a, "fg:{%s}:fence", region);
+    fg_redis_args_fmt(&a, "fg:{%s}:fence", region);
     for (size_t j = 0; j < nb; j++) {
-        av_fmt(&a, "fg:{%s}:n:%" PRId64, region, b[j].bucket);
-        av_fmt(&a, "fg:{%s}:d:%" PRId64, region, b[j].bucket);
-        av_fmt(&a, "fg:{%s}:g:%" PRId64, region, b[j].bucket);
+        fg_redis_args_fmt(&a, "fg:{%s}:n:%" PRId64, region, b[j].bucket);
+        fg_redis_args_fmt(&a, "fg:{%s}:d:%" PRId64, region, b[j].bucket);
+        fg_redis_args_fmt(&a, "fg:{%s}:g:%" PRId64, region, b[j].bucket);
     }
-    av_fmt(&a, "%d", (int)partition);
-    av_fmt(&a, "%" PRId64, expected);
-    av_fmt(&a, "%" PRId64, new_fence);
-    av_fmt(&a, "%zu", nb);
+    fg_redis_args_fmt(&a, "%d", (int)partition);
+    fg_redis_args_fmt(&a, "%" PRId64, expected);
+    fg_redis_args_fmt(&a, "%" PRId64, new_fence);
+    fg_redis_args_fmt(&a, "%zu", nb);
     for (size_t j = 0; j < nb; j++) {
         /* A bucket is read until its end falls out of the window. */
         int64_t expire_at = (b[j].bucket + 1) * s->bucket_ms + s->window_ms;
-        av_fmt(&a, "%" PRId64, expire_at);
-        av_fmt(&a, "%" PRIu64, b[j].checkins);
-        av_fmt(&a, "%zu", b[j].ndevices);
+        fg_redis_args_fmt(&a, "%" PRId64, expire_at);
+        fg_redis_args_fmt(&a, "%" PRIu64, b[j].checkins);
+        fg_redis_args_fmt(&a, "%zu", b[j].ndevices);
         for (size_t k = 0; k < b[j].ndevices; k++)
-            av_str(&a, b[j].devices[k]);
-        av_fmt(&a, "%zu", b[j].ngrey);
+            fg_redis_args_str(&a, b[j].devices[k]);
+        fg_redis_args_fmt(&a, "%zu", b[j].ngrey);
         for (size_t k = 0; k < b[j].ngrey; k++)
-            av_str(&a, b[j].grey[k]);
+            fg_redis_args_str(&a, b[j].grey[k]);
     }
     simple_ctx *sc = simple_new(cb, ud, 1);
-    if (!sc) {
-        av_free(&a);
-        return FG_ENOMEM;
-    }
-    fg_status st = av_eval(s, s->apply, &a, nkeys, on_simple, sc);
+    fg_status st = sc ? fg_redis_args_eval(s->r, s->apply, on_simple, sc,
+                                           nkeys, &a)
+                      : FG_ENOMEM;
     if (st != FG_OK)
         free(sc);
+    fg_redis_args_free(&a);
     return st;
 }
 
@@ -470,17 +360,15 @@ fg_status sc_store_checkpoint(sc_store *s, int32_t partition, int64_t offset,
                                     s->topic, (int)partition, offset);
     if (st != FG_OK || n == 0)
         return st;
-    argv_buf a = {0};
-    av_str(&a, "ZADD");
-    av_str(&a, "fg:{active}:regions");
+    fg_redis_args a = {0};
+    fg_redis_args_str(&a, "ZADD");
+    fg_redis_args_str(&a, "fg:{active}:regions");
     for (size_t i = 0; i < n; i++) {
-        av_fmt(&a, "%" PRId64, now_ms);
-        av_str(&a, regions[i]);
+        fg_redis_args_fmt(&a, "%" PRId64, now_ms);
+        fg_redis_args_str(&a, regions[i]);
     }
-    const char **p = av_ptrs(&a);
-    st = p ? fg_redis_commandv(s->r, NULL, NULL, a.n, p, a.lens) : FG_ENOMEM;
-    free(p);
-    av_free(&a);
+    st = fg_redis_args_command(s->r, NULL, NULL, &a);
+    fg_redis_args_free(&a);
     return st;
 }
 
@@ -560,23 +448,24 @@ fg_status sc_store_read_window(sc_store *s, const char *region, int64_t now_ms,
 {
     int64_t w = s->window_ms / s->bucket_ms;
     int64_t last = now_ms / s->bucket_ms;
-    argv_buf a = {0};
+    fg_redis_args a = {0};
     static const char kinds[] = {'n', 'd', 'g'};
     for (int k = 0; k < 3; k++)
         for (int64_t b = last - w + 1; b <= last; b++)
-            av_fmt(&a, "fg:{%s}:%c:%" PRId64, region, kinds[k], b);
-    av_fmt(&a, "%" PRId64, w);
+            fg_redis_args_fmt(&a, "fg:{%s}:%c:%" PRId64, region, kinds[k], b);
+    fg_redis_args_fmt(&a, "%" PRId64, w);
     window_ctx *wc = malloc(sizeof(*wc));
-    if (!wc) {
-        av_free(&a);
-        return FG_ENOMEM;
+    fg_status st = FG_ENOMEM;
+    if (wc) {
+        wc->cb = cb;
+        wc->ud = ud;
+        snprintf(wc->region, sizeof(wc->region), "%s", region);
+        st = fg_redis_args_eval(s->r, s->window, on_window, wc, (int)(3 * w),
+                                &a);
+        if (st != FG_OK)
+            free(wc);
     }
-    wc->cb = cb;
-    wc->ud = ud;
-    snprintf(wc->region, sizeof(wc->region), "%s", region);
-    fg_status st = av_eval(s, s->window, &a, (int)(3 * w), on_window, wc);
-    if (st != FG_OK)
-        free(wc);
+    fg_redis_args_free(&a);
     return st;
 }
 
@@ -599,21 +488,21 @@ static void on_lease(void *ud, const fg_redis_result *res)
 fg_status sc_store_lease(sc_store *s, const char *owner, int64_t ttl_ms,
                          sc_store_lease_cb cb, void *ud)
 {
-    argv_buf a = {0};
-    av_str(&a, "fg:{lease}:owner");
-    av_str(&a, "fg:{lease}:token");
-    av_str(&a, owner);
-    av_fmt(&a, "%" PRId64, ttl_ms);
+    fg_redis_args a = {0};
+    fg_redis_args_str(&a, "fg:{lease}:owner");
+    fg_redis_args_str(&a, "fg:{lease}:token");
+    fg_redis_args_str(&a, owner);
+    fg_redis_args_fmt(&a, "%" PRId64, ttl_ms);
     lease_ctx *lc = malloc(sizeof(*lc));
-    if (!lc) {
-        av_free(&a);
-        return FG_ENOMEM;
+    fg_status st = FG_ENOMEM;
+    if (lc) {
+        lc->cb = cb;
+        lc->ud = ud;
+        st = fg_redis_args_eval(s->r, s->lease, on_lease, lc, 2, &a);
+        if (st != FG_OK)
+            free(lc);
     }
-    lc->cb = cb;
-    lc->ud = ud;
-    fg_status st = av_eval(s, s->lease, &a, 2, on_lease, lc);
-    if (st != FG_OK)
-        free(lc);
+    fg_redis_args_free(&a);
     return st;
 }
 
@@ -621,18 +510,17 @@ fg_status sc_store_mirror(sc_store *s, const char *region, uint64_t token,
                           const char *record, size_t len, sc_store_cb cb,
                           void *ud)
 {
-    argv_buf a = {0};
-    av_fmt(&a, "fg:{%s}:decision", region);
-    av_fmt(&a, "%" PRIu64, token);
-    av_add(&a, record, len);
-    av_fmt(&a, "%" PRId64, (int64_t)8 * 86400000);
+    fg_redis_args a = {0};
+    fg_redis_args_fmt(&a, "fg:{%s}:decision", region);
+    fg_redis_args_fmt(&a, "%" PRIu64, token);
+    fg_redis_args_add(&a, record, len);
+    fg_redis_args_fmt(&a, "%" PRId64, (int64_t)8 * 86400000);
     simple_ctx *sc = simple_new(cb, ud, 2);
-    if (!sc) {
-        av_free(&a);
-        return FG_ENOMEM;
-    }
-    fg_status st = av_eval(s, s->mirror, &a, 1, on_simple, sc);
+    fg_status st = sc ? fg_redis_args_eval(s->r, s->mirror, on_simple, sc, 1,
+                                           &a)
+                      : FG_ENOMEM;
     if (st != FG_OK)
         free(sc);
+    fg_redis_args_free(&a);
     return st;
 }

@@ -121,19 +121,11 @@ static int derive(gw_config *cfg, char *errbuf, size_t errlen)
                  cfg->log_level);
         return -1;
     }
-    if (cfg->id && cfg->id[0]) {
-        if (strlen(cfg->id) >= sizeof(cfg->gw_id)) {
-            snprintf(errbuf, errlen, "gateway.id: longer than %zu bytes",
-                     sizeof(cfg->gw_id) - 1);
-            return -1;
-        }
-        snprintf(cfg->gw_id, sizeof(cfg->gw_id), "%s", cfg->id);
-    } else {
-        char host[48] = "gateway";
-        gethostname(host, sizeof(host) - 1);
-        host[sizeof(host) - 1] = '\0';
-        snprintf(cfg->gw_id, sizeof(cfg->gw_id), "%s-%ld", host,
-                 (long)getpid());
+    if (fg_conf_instance_id(cfg->gw_id, sizeof(cfg->gw_id), cfg->id,
+                            "gateway") != 0) {
+        snprintf(errbuf, errlen, "gateway.id: longer than %zu bytes",
+                 sizeof(cfg->gw_id) - 1);
+        return -1;
     }
     if (cfg->threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

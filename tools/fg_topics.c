@@ -224,18 +224,6 @@ static rd_kafka_t *ft_client_new(const char *bootstrap)
     return rk;
 }
 
-/* Waits for the result event of one admin request on q. Returns the event
- * (caller destroys it), or NULL after printing a timeout message. */
-static rd_kafka_event_t *ft_wait_event(rd_kafka_queue_t *q, int64_t deadline,
-                                       const char *what)
-{
-    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ft_left_ms(deadline));
-
-    if (!ev)
-        fprintf(stderr, "fg-topics: %s: timed out\n", what);
-    return ev;
-}
-
 /* Polls metadata until topic exists with a leader for every partition (and,
  * when want_partitions > 0, that many partitions). Returns 0, or -1 after
  * printing what was last seen. */
@@ -308,14 +296,79 @@ static int ft_admin_timeouts(rd_kafka_AdminOptions_t *ao, int with_op, int64_t d
     return 0;
 }
 
+/* Sends one admin request on ao and q (an rd_kafka_CreateTopics-style call
+ * for the object obj). */
+typedef void ft_send_fn(rd_kafka_t *rk, void *obj, rd_kafka_AdminOptions_t *ao,
+                        rd_kafka_queue_t *q);
+
+/* Runs one admin request of kind op for opts->topic: options with the
+ * deadline's timeouts, send(), then waits on a queue of its own. Returns the
+ * result event (the caller destroys it), or NULL after printing why (a
+ * timeout, or the request's error as "fg-topics: VERB TOPIC: ..."). */
+static rd_kafka_event_t *ft_admin(rd_kafka_t *rk, rd_kafka_admin_op_t op,
+                                  const char *verb, const char *topic,
+                                  int64_t deadline, ft_send_fn *send, void *obj)
+{
+    rd_kafka_AdminOptions_t *ao = rd_kafka_AdminOptions_new(rk, op);
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+
+    if (ft_admin_timeouts(ao, op != RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, deadline) != 0)
+        goto out;
+    q = rd_kafka_queue_new(rk);
+    send(rk, obj, ao, q);
+    ev = rd_kafka_queue_poll(q, ft_left_ms(deadline));
+    if (!ev) {
+        fprintf(stderr, "fg-topics: %s: timed out\n", topic);
+    } else if (rd_kafka_event_error(ev)) {
+        fprintf(stderr, "fg-topics: %s %s: %s\n", verb, topic,
+                rd_kafka_event_error_string(ev));
+        rd_kafka_event_destroy(ev);
+        ev = NULL;
+    }
+out:
+    /* The options were copied into the request; the event outlives q. */
+    if (q)
+        rd_kafka_queue_destroy(q);
+    rd_kafka_AdminOptions_destroy(ao);
+    return ev;
+}
+
+/* Checks the per-topic results of a create or delete. Returns 0; 1 when the
+ * topic existed already and exists_ok (create: idempotent); or -1 after
+ * printing the error. */
+static int ft_topic_results(const rd_kafka_topic_result_t **results, size_t n,
+                            const char *verb, const char *topic, int exists_ok)
+{
+    int existed = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
+
+        if (exists_ok && err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            existed = 1;
+        } else if (err) {
+            const char *msg = rd_kafka_topic_result_error_string(results[i]);
+
+            fprintf(stderr, "fg-topics: %s %s: %s\n", verb, topic,
+                    msg ? msg : rd_kafka_err2str(err));
+            return -1;
+        }
+    }
+    return existed;
+}
+
+static void ft_send_create(rd_kafka_t *rk, void *obj, rd_kafka_AdminOptions_t *ao,
+                           rd_kafka_queue_t *q)
+{
+    rd_kafka_CreateTopics(rk, (rd_kafka_NewTopic_t **)obj, 1, ao, q);
+}
+
 static int ft_create(rd_kafka_t *rk, const ft_opts *opts, int64_t deadline)
 {
     char errstr[512];
     rd_kafka_NewTopic_t *nt = NULL;
-    rd_kafka_AdminOptions_t *ao = NULL;
-    rd_kafka_queue_t *q = NULL;
     rd_kafka_event_t *ev = NULL;
-    const rd_kafka_CreateTopics_result_t *res;
     const rd_kafka_topic_result_t **results;
     size_t nresults = 0;
     int want_partitions = opts->partitions;
@@ -346,35 +399,20 @@ static int ft_create(rd_kafka_t *rk, const ft_opts *opts, int64_t deadline)
         }
     }
 
-    ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    if (ft_admin_timeouts(ao, 1, deadline) != 0)
-        goto out;
-    q = rd_kafka_queue_new(rk);
-    rd_kafka_CreateTopics(rk, &nt, 1, ao, q);
-    ev = ft_wait_event(q, deadline, opts->topic);
+    ev = ft_admin(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, "create", opts->topic,
+                  deadline, ft_send_create, &nt);
     if (!ev)
         goto out;
-    if (rd_kafka_event_error(ev)) {
-        fprintf(stderr, "fg-topics: create %s: %s\n", opts->topic,
-                rd_kafka_event_error_string(ev));
+    results = rd_kafka_CreateTopics_result_topics(
+        rd_kafka_event_CreateTopics_result(ev), &nresults);
+    switch (ft_topic_results(results, nresults, "create", opts->topic, 1)) {
+    case -1:
         goto out;
-    }
-    res = rd_kafka_event_CreateTopics_result(ev);
-    results = rd_kafka_CreateTopics_result_topics(res, &nresults);
-    for (size_t i = 0; i < nresults; i++) {
-        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
-
-        if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            /* Idempotent: an existing topic is kept as it is, whatever its
-             * partition count or configs. */
-            want_partitions = 0;
-        } else if (err) {
-            const char *msg = rd_kafka_topic_result_error_string(results[i]);
-
-            fprintf(stderr, "fg-topics: create %s: %s\n", opts->topic,
-                    msg ? msg : rd_kafka_err2str(err));
-            goto out;
-        }
+    case 1:
+        /* Idempotent: an existing topic is kept as it is, whatever its
+         * partition count or configs. */
+        want_partitions = 0;
+        break;
     }
     if (ft_wait_leaders(rk, opts->topic, want_partitions, deadline) != 0)
         goto out;
@@ -383,88 +421,57 @@ static int ft_create(rd_kafka_t *rk, const ft_opts *opts, int64_t deadline)
 out:
     if (ev)
         rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (ao)
-        rd_kafka_AdminOptions_destroy(ao);
     if (nt)
         rd_kafka_NewTopic_destroy(nt);
     return rc;
 }
 
+static void ft_send_delete(rd_kafka_t *rk, void *obj, rd_kafka_AdminOptions_t *ao,
+                           rd_kafka_queue_t *q)
+{
+    rd_kafka_DeleteTopics(rk, (rd_kafka_DeleteTopic_t **)obj, 1, ao, q);
+}
+
 static int ft_delete(rd_kafka_t *rk, const ft_opts *opts, int64_t deadline)
 {
     rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(opts->topic);
-    rd_kafka_AdminOptions_t *ao = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
+    rd_kafka_event_t *ev;
     const rd_kafka_topic_result_t **results;
     size_t nresults = 0;
     int rc = FT_EXIT_ERR;
 
-    ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS);
-    if (ft_admin_timeouts(ao, 1, deadline) != 0)
-        goto out;
-    q = rd_kafka_queue_new(rk);
-    rd_kafka_DeleteTopics(rk, &dt, 1, ao, q);
-    ev = ft_wait_event(q, deadline, opts->topic);
-    if (!ev)
-        goto out;
-    if (rd_kafka_event_error(ev)) {
-        fprintf(stderr, "fg-topics: delete %s: %s\n", opts->topic,
-                rd_kafka_event_error_string(ev));
-        goto out;
-    }
-    results = rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev),
-                                                  &nresults);
-    for (size_t i = 0; i < nresults; i++) {
-        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(results[i]);
-
-        if (err) {
-            const char *msg = rd_kafka_topic_result_error_string(results[i]);
-
-            fprintf(stderr, "fg-topics: delete %s: %s\n", opts->topic,
-                    msg ? msg : rd_kafka_err2str(err));
-            goto out;
-        }
-    }
-    rc = FT_EXIT_OK;
-
-out:
-    if (ev)
+    ev = ft_admin(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, "delete", opts->topic,
+                  deadline, ft_send_delete, &dt);
+    if (ev) {
+        results = rd_kafka_DeleteTopics_result_topics(
+            rd_kafka_event_DeleteTopics_result(ev), &nresults);
+        if (ft_topic_results(results, nresults, "delete", opts->topic, 0) == 0)
+            rc = FT_EXIT_OK;
         rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (ao)
-        rd_kafka_AdminOptions_destroy(ao);
+    }
     rd_kafka_DeleteTopic_destroy(dt);
     return rc;
 }
 
+static void ft_send_describe(rd_kafka_t *rk, void *obj, rd_kafka_AdminOptions_t *ao,
+                             rd_kafka_queue_t *q)
+{
+    rd_kafka_DescribeConfigs(rk, (rd_kafka_ConfigResource_t **)obj, 1, ao, q);
+}
+
 static int ft_describe(rd_kafka_t *rk, const ft_opts *opts, int64_t deadline)
 {
-    rd_kafka_ConfigResource_t *cr = NULL;
-    rd_kafka_AdminOptions_t *ao = NULL;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
+    rd_kafka_ConfigResource_t *cr;
+    rd_kafka_event_t *ev;
     const rd_kafka_ConfigResource_t **resources;
     size_t nresources = 0;
     int rc = FT_EXIT_ERR;
 
     cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, opts->topic);
-    ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-    if (ft_admin_timeouts(ao, 0, deadline) != 0)
-        goto out;
-    q = rd_kafka_queue_new(rk);
-    rd_kafka_DescribeConfigs(rk, &cr, 1, ao, q);
-    ev = ft_wait_event(q, deadline, opts->topic);
+    ev = ft_admin(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, "describe", opts->topic,
+                  deadline, ft_send_describe, &cr);
     if (!ev)
         goto out;
-    if (rd_kafka_event_error(ev)) {
-        fprintf(stderr, "fg-topics: describe %s: %s\n", opts->topic,
-                rd_kafka_event_error_string(ev));
-        goto out;
-    }
     resources = rd_kafka_DescribeConfigs_result_resources(
         rd_kafka_event_DescribeConfigs_result(ev), &nresources);
     for (size_t i = 0; i < nresources; i++) {
@@ -491,10 +498,6 @@ static int ft_describe(rd_kafka_t *rk, const ft_opts *opts, int64_t deadline)
 out:
     if (ev)
         rd_kafka_event_destroy(ev);
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (ao)
-        rd_kafka_AdminOptions_destroy(ao);
     if (cr)
         rd_kafka_ConfigResource_destroy(cr);
     return rc;

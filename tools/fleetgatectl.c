@@ -79,6 +79,10 @@ static const char usage_text[] =
     "                         set a region's policy (admin), e.g. mode=never\n"
     "                         lock_at=0.8; numbers, true, false and null\n"
     "                         are sent as JSON values, the rest as strings\n"
+    "  policy CODE --reset --reason R\n"
+    "                         drop the policy set through the API (admin):\n"
+    "                         every scorer uses its configured one for the\n"
+    "                         region again ([policy.CODE] or [policy])\n"
     "  watch [--interval 2s] [--count N] [--sort ...] [--state ...]\n"
     "                         the regions table, live: redrawn on every\n"
     "                         score and lock event of GET /v1/stream, and\n"
@@ -138,7 +142,7 @@ typedef struct opts {
     enum cmd cmd;
     const char *url, *token_file, *sort, *state, *reason, *scope, *message;
     const char *cacert;
-    int json, dry_run, allow_remote;
+    int json, dry_run, allow_remote, reset;
     int64_t ttl_s, pin_s, interval_ms, timeout_ms;
     long count;
     const char *pos[MAX_PAIRS + 2]; /* positional args after the command */
@@ -245,6 +249,7 @@ static const struct optdef {
     {"--message", 1, B(CMD_LOCK)},
     {"--dry-run", 0, B(CMD_LOCK) | B(CMD_UNLOCK) | B(CMD_UNLOCK_ALL)},
     {"--pin", 1, B(CMD_UNLOCK) | B(CMD_UNLOCK_ALL)},
+    {"--reset", 0, B(CMD_POLICY)},
     {"--interval", 1, B(CMD_WATCH)},
     {"--count", 1, B(CMD_WATCH)},
 };
@@ -291,6 +296,8 @@ static int set_opt(opts *o, const char *name, const char *val)
         o->message = val;
     else if (strcmp(name, "--dry-run") == 0)
         o->dry_run = 1;
+    else if (strcmp(name, "--reset") == 0)
+        o->reset = 1;
     else if (strcmp(name, "--pin") == 0) {
         if (parse_seconds("--pin", val, &o->pin_s) != 0)
             return EXIT_USAGE;
@@ -1347,6 +1354,16 @@ static void print_answer(enum cmd cmd, yajl_val j)
         }
         break;
     }
+    case CMD_POLICY: {
+        const char *action = jstr(j, "action");
+        if (!action || strcmp(action, "policy_reset") != 0) {
+            print_fields(stdout, j, "");
+            return;
+        }
+        printf("reset the policy of %s: scorers use their configured "
+               "policy again\n", region ? region : "?");
+        break;
+    }
     default:
         print_fields(stdout, j, "");
         return;
@@ -1924,10 +1941,14 @@ static int run_command(const client *c, const opts *o)
                            o->cmd == CMD_WATCH
                        ? 0
                        : 1;
-    if (o->cmd == CMD_POLICY) {
+    if (o->cmd == CMD_POLICY && o->reset) {
+        if (o->npos != 1)
+            return usage_error("policy --reset takes CODE only, no "
+                               "key=value%s", "");
+    } else if (o->cmd == CMD_POLICY) {
         if (o->npos < 2)
             return usage_error("policy needs CODE and at least one "
-                               "key=value%s", "");
+                               "key=value (or --reset)%s", "");
     } else if (o->npos != want_pos) {
         return usage_error(want_pos ? "this command takes exactly one "
                                       "argument%s"
@@ -1937,7 +1958,7 @@ static int run_command(const client *c, const opts *o)
     if (want_pos && !segment_ok(o->pos[0]))
         return usage_error("not a region code or request id: %s", o->pos[0]);
     if ((o->cmd == CMD_LOCK || o->cmd == CMD_UNLOCK ||
-         o->cmd == CMD_UNLOCK_ALL) &&
+         o->cmd == CMD_UNLOCK_ALL || o->reset) &&
         (!o->reason || !*o->reason))
         return usage_error("--reason is required: say why, for the audit "
                            "trail%s", "");
@@ -1992,7 +2013,7 @@ static int run_command(const client *c, const opts *o)
         snprintf(path, sizeof(path), "/v1/requests/%s/approve", o->pos[0]);
         break;
     case CMD_POLICY:
-        method = "PUT";
+        method = o->reset ? "DELETE" : "PUT";
         snprintf(path, sizeof(path), "/v1/regions/%s/policy", o->pos[0]);
         for (int i = 1; i < o->npos; i++)
             if (gen_pair(g, o->pos[i]) != 0)

@@ -2,9 +2,10 @@
 /* Fuzz driver for ctl_route_match. The first byte picks the method, the
  * rest is the path. Oracle: a separate matcher written from the route
  * table in ctl_req.h (literal prefix, one non-empty segment without '/',
- * literal suffix) must agree on the route, the segment copied (cut at
- * CTL_SEGMENT_MAX, NUL-terminated) and whether the method is allowed, and
- * the Allow header of a 405 must list exactly the allowed methods. */
+ * literal suffix; DELETE on a policy path is its reset) must agree on the
+ * route, the segment copied (cut at CTL_SEGMENT_MAX, NUL-terminated) and
+ * whether the method is allowed, and the Allow header of a 405 must list
+ * exactly the methods the path takes. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,16 @@ static const struct {
     {CTL_ROUTE_APPROVE, "/v1/requests/", "/approve"},
 };
 
-/* The route of path by the table, with its segment in *seg / *segn. */
+/* The route of a path the table named, for method m. */
+static ctl_route for_method(ctl_route r, fg_http_method m)
+{
+    if (r == CTL_ROUTE_POLICY && m == FG_HTTP_DELETE)
+        return CTL_ROUTE_POLICY_RESET;
+    return r;
+}
+
+/* The route of path by the table (before for_method), with its segment in
+ * *seg / *segn. */
 static ctl_route reference(const char *path, size_t len, const char **seg,
                            size_t *segn)
 {
@@ -65,6 +75,8 @@ static int allowed(ctl_route r, fg_http_method m)
         return m == FG_HTTP_GET;
     if (r == CTL_ROUTE_POLICY)
         return m == FG_HTTP_PUT;
+    if (r == CTL_ROUTE_POLICY_RESET)
+        return m == FG_HTTP_DELETE;
     return r != CTL_ROUTE_NONE && m == FG_HTTP_POST;
 }
 
@@ -98,7 +110,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t len = size - 1;
     memset(region, 0x5a, sizeof(region));
     ctl_route r = ctl_route_match(m, path, len, region, &method_ok);
-    ctl_route want = reference(path, len, &seg, &segn);
+    ctl_route table_r = reference(path, len, &seg, &segn);
+    ctl_route want = for_method(table_r, m);
     if (r != want || method_ok != allowed(want, m))
         abort();
     if (!memchr(region, '\0', sizeof(region)))
@@ -108,11 +121,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (r != CTL_ROUTE_NONE && strcmp(ctl_route_str(r), "none") == 0)
         abort();
-    /* The Allow header of a 405 lists exactly the allowed methods. */
+    /* The Allow header lists exactly the methods some route of the path
+     * takes. */
     static const char *const names[] = {"", "GET", "HEAD", "POST", "PUT",
                                         "DELETE"};
-    if (r != CTL_ROUTE_NONE && m != FG_HTTP_OTHER &&
-        allow_lists(ctl_route_allow(r), names[m]) != method_ok)
-        abort();
+    if (r != CTL_ROUTE_NONE)
+        for (int k = FG_HTTP_GET; k <= FG_HTTP_DELETE; k++) {
+            fg_http_method mk = (fg_http_method)k;
+            if (allow_lists(ctl_route_allow(r), names[k]) !=
+                allowed(for_method(table_r, mk), mk))
+                abort();
+        }
     return 0;
 }

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Fuzz driver for ctl_req_parse_unlock, the body of both POST
- * /v1/regions/{code}/unlock and POST /v1/locks/unlock-all. Every accepted
- * body must give fields within their documented bounds and round-trip
- * through JSON; every refusal must be answerable (fuzz_ctl.h). */
+ * /v1/regions/{code}/unlock and POST /v1/locks/unlock-all, and
+ * ctl_req_parse_reason, the body of DELETE /v1/regions/{code}/policy.
+ * Every accepted body must give fields within their documented bounds and
+ * round-trip through JSON; a body with a reason only is an unlock body
+ * too, so what the reason parser takes the unlock parser takes alike;
+ * every refusal must be answerable (fuzz_ctl.h). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +41,26 @@ static void roundtrip(const ctl_unlock_req *ur)
     yajl_gen_free(g);
 }
 
+/* The reason parser against the unlock parser's verdict st / ur. */
+static void check_reason(const uint8_t *data, size_t size, fg_status st,
+                         const ctl_unlock_req *ur)
+{
+    char reason[FG_LOCK_REASON_MAX + 1];
+    ctl_req_error err;
+    memset(&err, 0, sizeof(err));
+    fg_status rst = ctl_req_parse_reason((const char *)data, size, reason,
+                                         &err);
+    if (rst == FG_OK) {
+        if (st != FG_OK || strcmp(reason, ur->reason) != 0 ||
+            ur->pin_s != 0 || ur->dry_run != 0)
+            abort();
+    } else if (rst == FG_EINVAL) {
+        fz_check_err(&err);
+    } else if (rst != FG_ENOMEM) {
+        abort();
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ctl_unlock_req ur;
@@ -62,5 +85,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (st != FG_ENOMEM) {
         abort();
     }
+    check_reason(data, size, st, &ur);
     return 0;
 }

@@ -5,8 +5,9 @@ They run against the real Kafka broker and redis-server that tests/run starts
 (FG_TEST_KAFKA, FG_TEST_REDIS) and the binaries of the build under test
 (FG_BUILD_DIR, set per build by ctest). In here: per-test topics through
 fg-topics, a Gateway process wrapper with HTTP and metrics helpers, produce
-and consume through kcat with exact binary framing, a tiny Redis client, and
-run(), the runner that ends with "N passed, N failed".
+and consume through kcat with exact binary framing, a tiny Redis client and
+a private redis-server (RedisServer), and run(), the runner that ends with
+"N passed, N failed".
 
 A test file looks like:
 
@@ -104,6 +105,32 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def stop_process(proc, sig, timeout, error):
+    """Sends sig to proc unless it has exited, and waits up to timeout
+    seconds for the exit; returns the exit status (negative: killed by a
+    signal). A process that does not exit in time is killed, then the
+    exception error() returns is raised (it can name the process and show
+    its log)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise error()
+    return proc.returncode
+
+
+def read_log(path):
+    """A daemon's log file as text ("" before it exists)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _run(cmd, input=None, timeout=SUBPROCESS_TIMEOUT):
@@ -369,17 +396,105 @@ def _resp_read(f):
     raise FgTestError(f"unexpected Redis reply {line!r}")
 
 
+def _redis_call(addr, args, timeout):
+    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    req = b"*%d\r\n" % len(parts) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+    with socket.create_connection(addr, timeout=timeout) as s:
+        s.sendall(req)
+        with s.makefile("rb") as f:
+            return _resp_read(f)
+
+
 def redis(*args, timeout=5.0):
     """Runs one command on the test redis-server and returns the reply:
     str (status), int, bytes, None or list; raises RedisError on an error.
     redis("HGETALL", "key") -> [b"field", b"value", ...]"""
-    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    req = b"*%d\r\n" % len(parts) + b"".join(
-        b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-    with socket.create_connection(redis_addr(), timeout=timeout) as s:
-        s.sendall(req)
-        with s.makefile("rb") as f:
-            return _resp_read(f)
+    return _redis_call(redis_addr(), args, timeout)
+
+
+class RedisServer:
+    """A redis-server of a test's own, for state no other test may share or
+    for killing it: started by deploy/local/redis-ctl (appendfsync always,
+    state, log and PID in a temp dir) on a free port, and stopped by PID.
+    call(*args) runs one command as redis() does. A context manager; or
+    close() it."""
+
+    CTL = os.path.join(SOURCE_DIR, "deploy", "local", "redis-ctl")
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="fg-redis-")
+        # Another test may take the port between free_port() and the bind;
+        # redis-ctl then fails (it checks the server is its own): retry.
+        for attempt in range(5):
+            self.port = free_port()
+            try:
+                self.start()
+                break
+            except FgTestError:
+                if attempt == 4:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    raise
+
+    def _ctl(self, *args):
+        p = subprocess.run([self.CTL, *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=SUBPROCESS_TIMEOUT)
+        if p.returncode != 0:
+            raise FgTestError(f"redis-ctl {' '.join(args)}: "
+                              + p.stdout.decode(errors="replace"))
+
+    def start(self):
+        """Starts (or restarts: same port and dir) and waits until the
+        server on the port is this one."""
+        self._ctl("start", self.dir, str(self.port))
+
+    def pid(self):
+        with open(os.path.join(self.dir, "redis.pid")) as f:
+            return int(f.read())
+
+    def signal(self, sig):
+        """Sends sig (SIGSTOP, SIGCONT...) to the server."""
+        os.kill(self.pid(), sig)
+
+    def kill9(self):
+        """SIGKILL, then waits until the process is gone (start() brings
+        it back with its data)."""
+        pid = self.pid()
+        os.kill(pid, signal.SIGKILL)
+
+        def gone():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rpartition(")")[2].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+        wait_until(gone, 10, what="redis-server to die")
+
+    def call(self, *args, timeout=5.0):
+        """One command; the reply as redis() returns it."""
+        return _redis_call(("127.0.0.1", self.port), args, timeout)
+
+    def log_tail(self, lines=20):
+        text = read_log(os.path.join(self.dir, "redis.log"))
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self):
+        """Stops the server (redis-ctl stop) and removes the dir."""
+        try:
+            self._ctl("stop", self.dir)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.close()
+        except FgTestError:
+            if exc_type is None:  # never hide the test's own failure
+                raise
+        return False
 
 
 # ---------------------------------------------------------------------------
@@ -546,16 +661,9 @@ class Gateway:
         if self.proc is None:
             return None
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-                    raise GatewayError(f"gateway did not exit within {timeout}s of "
-                                       f"signal {sig}: killed\n" + self.log_tail())
-            return self.proc.returncode
+            return stop_process(self.proc, sig, timeout, lambda: GatewayError(
+                f"gateway did not exit within {timeout}s of signal {sig}: killed\n"
+                + self.log_tail()))
         finally:
             if self._logf:
                 self._logf.close()
@@ -585,11 +693,7 @@ class Gateway:
 
     def log(self):
         """The whole log (stdout and stderr) as text."""
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     def log_tail(self, lines=40):
         return "\n".join(self.log().splitlines()[-lines:])

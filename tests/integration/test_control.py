@@ -593,7 +593,7 @@ def test_issue4_policy_is_validated_and_published():
         assert status == 403, resp
         status, hdrs, resp = ctl.call("POST", "/v1/regions/DE/policy", "root",
                                       {"reason": "x"})
-        assert status == 405 and hdrs["allow"] == "PUT", resp
+        assert status == 405 and hdrs["allow"] == "PUT, DELETE", resp
         assert fgtest.consume(policies, timeout=5.0) == []
         status, _, resp = ctl.call("PUT", "/v1/regions/DE/policy", "root",
                                    {"reason": "DE stays open", "mode": "never",
@@ -743,6 +743,89 @@ def test_unlock_dry_runs_list_what_they_would_lift():
         assert status == 200 and b["dry_run"] is False, b
         assert b["record"]["state"] == "unlocked" and "regions" not in b, b
         assert len(lock_records(topics.locks)) == before + 1
+
+
+def test_approve_refuses_malformed_request_ids():
+    """The {id} of POST /v1/requests/{id}/approve is raw request bytes: an
+    id that is not "req-" and 16 hex digits (text that reads like a region
+    or "*", a right-to-left override, bytes that are not UTF-8, a
+    percent-escape, upper case, too long) gets 400 invalid_request_id and
+    the answer does not echo it; no audit record (the 400, an operator's
+    403, a missing token's 401) and no log line carries it; nothing is
+    written. A well-formed unknown id is still 404, audited by its id."""
+    import socket
+
+    def raw_post(port, path, token=None):
+        """POST path (bytes, sent as is) with an empty JSON body; returns
+        (status, parsed body)."""
+        head = (b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 0\r\n"
+                b"Connection: close\r\n")
+        if token:
+            head += b"Authorization: Bearer " + token.encode() + b"\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(head + b"\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        status_line, _, rest = data.partition(b"\r\n")
+        body = rest.partition(b"\r\n\r\n")[2]
+        return int(status_line.split()[1]), json.loads(body)
+
+    topics = Topics()
+    bad_ids = [b"CU", b"*", "\u202eCU*".encode(), b"\xff\xfe\xc3",
+               b"req-%E2%80%AE", b"req-0123456789ABCDEF",
+               b"req-0123456789abcdef0123456789", b"req-0123456789abcde"]
+    with Control(topics) as ctl:
+        refused = []
+        for bad in bad_ids:
+            path = b"/v1/requests/" + bad + b"/approve"
+            status, body = raw_post(ctl.port, path, TOKENS["root"][1])
+            assert status == 400, (bad, status, body)
+            assert body["error"] == "invalid_request_id" and body["field"] == "id", body
+            text = json.dumps(body, ensure_ascii=False).encode()
+            assert bad not in text and "CU*" not in body["detail"], (bad, body)
+            refused.append(body["request_id"])
+        # Denials before the id is looked at: audited without it.
+        status, body = raw_post(ctl.port, "/v1/requests/\u202eCU*/approve".encode(),
+                                TOKENS["alice"][1])
+        assert status == 403 and body["error"] == "forbidden", body
+        denied = [body["request_id"]]
+        status, body = raw_post(ctl.port, b"/v1/requests/*/approve")
+        assert status == 401 and body["error"] == "unauthorized", body
+        denied.append(body["request_id"])
+        # A well-formed id that names nothing is looked up as before.
+        status, _, body = ctl.call("POST", "/v1/requests/req-00000000deadbeef/approve",
+                                   "root")
+        assert status == 404 and body["error"] == "unknown_request", body
+        unknown = body["request_id"]
+
+        want = set(refused + denied + [unknown])
+        fgtest.wait_until(lambda: want <= {a["request_id"]
+                                           for a in audit_records(topics.audit)},
+                          what="every refusal audited")
+        by_id = {a["request_id"]: a for a in audit_records(topics.audit)}
+        for rid in refused:
+            au = by_id[rid]
+            assert au["action"] == "approve" and au["outcome"] == "invalid", au
+            assert au["status"] == 400 and au["error"] == "invalid_request_id", au
+            assert au["target"] is None and au["actor"] == "root", au
+        for rid, status in zip(denied, (403, 401)):
+            au = by_id[rid]
+            assert au["status"] == status and au["target"] is None, au
+        assert by_id[unknown]["target"] == "req-00000000deadbeef", by_id[unknown]
+        raw_audit = b"".join(rec.value for rec in fgtest.consume(topics.audit))
+        with open(ctl.log_path, "rb") as f:
+            log = f.read()
+        # The distinctive ones ("CU" and "*" are in any log), as far as a
+        # segment is kept (24 bytes).
+        for bad in bad_ids[2:]:
+            assert bad[:24] not in raw_audit, (bad, raw_audit)
+            assert bad[:24] not in log, (bad, ctl.log_tail())
+        assert lock_records(topics.locks) == []
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """The monitoring files match the daemons: every metric that
-deploy/prometheus/rules.yml and the Grafana dashboard deploy/grafana/fleetgate.json
-read is one that a real gateway and a real scorer export on /metrics, with
-the labels and label values the queries select on, scraped from the admin
-ports that config/*.ini set. An operator would otherwise find an empty panel
-on the day they need it.
+deploy/prometheus/rules.yml (recording rules and alerts) and the Grafana
+dashboard deploy/grafana/fleetgate.json read is one that a real gateway, a
+real scorer and a real control service export on /metrics, with the labels
+and label values the queries select on, scraped from the admin ports that
+config/*.ini set. An operator would otherwise find an empty panel, or an
+alert that never fires, on the day they need it.
 
-Also: prometheus.yml and rules.yml parse (python3-yaml), the dashboard parses,
-its panel ids are unique, its panels do not overlap, and every data panel has
-the ${DS_PROMETHEUS} datasource and non-empty queries."""
+Also: prometheus.yml and rules.yml parse (python3-yaml), every alert has a
+severity and a summary, the dashboard parses, its panel ids are unique, its
+panels do not overlap, and every data panel has the ${DS_PROMETHEUS}
+datasource and non-empty queries."""
 
 import configparser
 import json
@@ -19,7 +21,9 @@ import socket
 import yaml
 
 import fgtest
-from test_scorer_decisions import RedisServer, Scorer, Topics
+import test_control
+from fgtest import RedisServer
+from test_scorer_decisions import Scorer, Topics
 
 PROM_DIR = os.path.join(fgtest.SOURCE_DIR, "deploy", "prometheus")
 PROM_YML = os.path.join(PROM_DIR, "prometheus.yml")
@@ -27,10 +31,11 @@ RULES_YML = os.path.join(PROM_DIR, "rules.yml")
 DASHBOARD = os.path.join(fgtest.SOURCE_DIR, "deploy", "grafana", "fleetgate.json")
 
 DS_UID = "${DS_PROMETHEUS}"
-# Scrape jobs and where their admin port is configured (None: no config yet).
+# Scrape jobs and where their admin port is configured.
 JOBS = {"gateway": ("gateway.ini", "gateway"), "scorer": ("scorer.ini", "scorer"),
-        "control": None}
-CONTROL_TARGET = "127.0.0.1:9182"
+        "control": ("control.ini", "control")}
+ALERT_NAME_RE = re.compile(r"^Fleetgate[A-Z][A-Za-z0-9]*$")
+DURATION_RE = re.compile(r"^[0-9]+[smh]$")
 # Labels Prometheus attaches to every scraped series (not in /metrics).
 TARGET_LABELS = {"job", "instance"}
 # Series Prometheus makes up per target.
@@ -147,12 +152,11 @@ def load_yaml(path):
         return yaml.safe_load(f)
 
 
-def load_rules():
-    """{record name: expr} of rules.yml, checking its shape on the way."""
+def _rules():
+    """Every rule of rules.yml, checking the groups' shape on the way."""
     doc = load_yaml(RULES_YML)
     assert isinstance(doc, dict) and isinstance(doc.get("groups"), list), \
         "rules.yml: no groups list"
-    records = {}
     group_names = set()
     for group in doc["groups"]:
         name = group.get("name")
@@ -160,14 +164,48 @@ def load_rules():
         group_names.add(name)
         assert group.get("rules"), f"rules.yml: group {name} has no rules"
         for rule in group["rules"]:
-            assert "alert" not in rule, f"rules.yml: unexpected alert rule {rule}"
-            record, expr = rule.get("record"), rule.get("expr")
-            assert isinstance(record, str) and METRIC_NAME_RE.match(record), \
-                f"rules.yml: bad record name {record!r}"
-            assert ":" in record, f"rules.yml: {record} is not level:metric:operation"
-            assert record not in records, f"rules.yml: {record} recorded twice"
-            assert isinstance(expr, str) and expr.strip(), f"rules.yml: {record} has no expr"
-            records[record] = expr
+            assert ("record" in rule) != ("alert" in rule), \
+                f"rules.yml: a rule is a record or an alert: {rule}"
+            yield rule
+
+
+def load_alerts():
+    """{alert name: rule} of rules.yml: a Fleetgate* name, an expr, a
+    duration in for (when given), severity warning or critical, and a
+    summary."""
+    alerts = {}
+    for rule in _rules():
+        name = rule.get("alert")
+        if name is None:
+            continue
+        assert isinstance(name, str) and ALERT_NAME_RE.match(name), \
+            f"rules.yml: bad alert name {name!r}"
+        assert name not in alerts, f"rules.yml: alert {name} twice"
+        assert isinstance(rule.get("expr"), str) and rule["expr"].strip(), \
+            f"rules.yml: {name} has no expr"
+        assert DURATION_RE.match(str(rule.get("for", "0s"))), \
+            f"rules.yml: {name}: bad for {rule.get('for')!r}"
+        assert (rule.get("labels") or {}).get("severity") in ("warning", "critical"), \
+            f"rules.yml: {name}: severity must be warning or critical"
+        assert (rule.get("annotations") or {}).get("summary"), \
+            f"rules.yml: {name} has no summary"
+        alerts[name] = rule
+    return alerts
+
+
+def load_rules():
+    """{record name: expr} of rules.yml, checking its shape on the way."""
+    records = {}
+    for rule in _rules():
+        if "alert" in rule:
+            continue
+        record, expr = rule.get("record"), rule.get("expr")
+        assert isinstance(record, str) and METRIC_NAME_RE.match(record), \
+            f"rules.yml: bad record name {record!r}"
+        assert ":" in record, f"rules.yml: {record} is not level:metric:operation"
+        assert record not in records, f"rules.yml: {record} recorded twice"
+        assert isinstance(expr, str) and expr.strip(), f"rules.yml: {record} has no expr"
+        records[record] = expr
     return records
 
 
@@ -207,7 +245,9 @@ def series_labels(series):
 def exported():
     """{job: {metric series name: [labels dict of each series]}} of a real
     gateway (after a valid check-in, an invalid one and a malformed request,
-    so that the lazily registered series exist) and a real scorer."""
+    so that the lazily registered series exist), a real scorer following a
+    policy topic, and a real control service with Redis configured (after
+    an API request: its per-route series are registered on first use)."""
     if _exported:
         return _exported
     texts = {}
@@ -235,6 +275,12 @@ def exported():
         # stop the scorer only once it has joined its group.
         fgtest.wait_until(lambda: "msg=partitions_assigned" in sc.log(), timeout=30,
                           interval=0.1, what="the scorer's first assignment")
+    with test_control.Control(test_control.Topics()) as ctl:
+        status, _, body = ctl.call("GET", "/v1/regions", actor="vic")
+        assert status == 200, (status, body)
+        status, _, body = ctl.request("GET", "/metrics", admin=True)
+        assert status == 200, status
+        texts["control"] = body.decode()
     for job, text in texts.items():
         out = {}
         for series in fgtest.parse_metrics(text):
@@ -313,13 +359,10 @@ def test_prometheus_yml_scrapes_the_admin_ports_every_5s():
         assert sc.get("scrape_interval", "5s") == "5s", sc
         jobs[sc["job_name"]] = [t for st in sc["static_configs"] for t in st["targets"]]
     assert set(jobs) == set(JOBS), jobs
-    for job, where in JOBS.items():
-        if where is None:
-            want = CONTROL_TARGET
-        else:
-            ini = configparser.ConfigParser(interpolation=None, strict=False)
-            ini.read(os.path.join(fgtest.SOURCE_DIR, "config", where[0]))
-            want = ini[where[1]]["admin_listen"]
+    for job, (ini_file, section) in JOBS.items():
+        ini = configparser.ConfigParser(interpolation=None, strict=False)
+        ini.read(os.path.join(fgtest.SOURCE_DIR, "config", ini_file))
+        want = ini[section]["admin_listen"]
         assert jobs[job] == [want], (job, jobs[job], want)
         assert want.startswith("127.0.0.1:"), want
 
@@ -327,8 +370,10 @@ def test_prometheus_yml_scrapes_the_admin_ports_every_5s():
 def test_rules_cover_the_operator_questions():
     """rules.yml parses; its records read the series an operator asks about
     (accepted rate, 5xx and 4xx by route, p50 and p99 produce latency, queue
-    depth, lock lag, scorer results, batches, dead letters, decisions,
-    leader)."""
+    depth, producer restarts, lock lag of every daemon, scorer results,
+    batches, dead letters, decisions, leader, policy feed lag, readiness and
+    invalid records, control API by route, stream clients, events and slow
+    drops, Redis up and errors by operation, history memory)."""
     records = load_rules()
     read = {}
     for record, expr in records.items():
@@ -356,10 +401,62 @@ def test_rules_cover_the_operator_questions():
                  "fleetgate_scorer_decisions_total"):
         has(name, lambda e, m, g: "rate(" in e, "as a rate")
     has("fleetgate_scorer_leader")
+    has("fleetgate_producer_restarts_total", lambda e, m, g: "increase(" in e, "as an increase")
+    has("fleetgate_lock_table_lag_records",
+        lambda e, m, g: ("job", "=~", "gateway|scorer|control") in m, "for every daemon")
+    has("fleetgate_policy_table_lag_records")
+    has("fleetgate_policy_table_ready")
+    has("fleetgate_policy_records_invalid_total", lambda e, m, g: "rate(" in e, "as a rate")
+    has("fleetgate_control_requests_total",
+        lambda e, m, g: {"route", "code"} <= g, "by route and code")
+    has("fleetgate_control_stream_clients")
+    for name in ("fleetgate_control_stream_events_total",
+                 "fleetgate_control_stream_slow_dropped_total",
+                 "fleetgate_control_dashboard_lost_total"):
+        has(name, lambda e, m, g: "rate(" in e, "as a rate")
+    has("fleetgate_control_redis_up")
+    has("fleetgate_control_redis_errors_total", lambda e, m, g: "op" in g, "by op")
+    has("fleetgate_control_history_bytes")
+    has("fleetgate_control_history_refused")
+
+
+def test_alerts_watch_restarts_feeds_streams_and_redis():
+    """Every alert is well formed (see load_alerts), reads series the
+    daemons export or recording rules of rules.yml, and together they watch
+    producer restarts, the policy feed (ready, lag, invalid records), the
+    control service's Redis (up, errors), slow stream clients, lost
+    dashboard events and refused history."""
+    alerts = load_alerts()
+    records = load_rules()
+    exports = exported()
+    jobs = {sc["job_name"] for sc in load_yaml(PROM_YML)["scrape_configs"]}
+    problems = [f"{name}: {msg}" for name, rule in alerts.items()
+                for msg in problems_of(rule["expr"], exports, records, jobs)]
+    assert not problems, "\n".join(problems)
+
+    def reads(expr):
+        """The series names expr reads, through the records it reads."""
+        out = set()
+        for sel, _ in parse_promql(expr)[0]:
+            out.update(s for s, _ in parse_promql(records.get(sel, sel))[0])
+        return out
+
+    watched = set()
+    for rule in alerts.values():
+        watched |= reads(rule["expr"])
+    for name in ("fleetgate_producer_restarts_total", "fleetgate_policy_table_ready",
+                 "fleetgate_policy_table_lag_records",
+                 "fleetgate_policy_records_invalid_total", "fleetgate_control_redis_up",
+                 "fleetgate_control_redis_errors_total",
+                 "fleetgate_control_stream_slow_dropped_total",
+                 "fleetgate_control_dashboard_lost_total",
+                 "fleetgate_control_history_refused"):
+        assert name in watched, f"no alert watches {name}"
 
 
 def test_dashboard_parses_with_unique_ids_and_queries():
-    """The dashboard parses; schemaVersion 39; rows Gateway, Scorer, Locks;
+    """The dashboard parses; schemaVersion 39; rows Gateway, Scorer, Locks,
+    Control;
     panel ids unique; no two panels overlap; every data panel has the
     ${DS_PROMETHEUS} datasource and only non-empty queries."""
     dash = load_dashboard()
@@ -369,7 +466,7 @@ def test_dashboard_parses_with_unique_ids_and_queries():
     assert variables["DS_PROMETHEUS"].get("query") == "prometheus", variables
     panels = all_panels(dash)
     rows = [p["title"] for p in panels if p.get("type") == "row"]
-    assert rows == ["Gateway", "Scorer", "Locks"], rows
+    assert rows == ["Gateway", "Scorer", "Locks", "Control"], rows
     ids = [p.get("id") for p in panels]
     assert all(isinstance(i, int) for i in ids), ids
     assert len(ids) == len(set(ids)), f"duplicate panel ids: {sorted(ids)}"
@@ -411,7 +508,7 @@ def test_checker_reports_wrong_names_labels_and_jobs():
         'rate(fleetgate_http_requests_total{job="gatway"}[1m])',
         'rate(fleetgate_scorer_batches_total{job="scorer",result=~"applied|lost"}[1m]) * 0'
         ' + fleetgate_scorer_leader{job="gateway"}',
-        'up{job="control"} + fleetgate_lock_table_ready{job="control"}',
+        'up{job="control"} + fleetgate_scorer_leader{job="control"}',
         'sum(rate(fleetgate_http_requests_total{job="gateway"}[1m])',
     ]
     for expr in bad:
@@ -430,18 +527,32 @@ def test_rules_read_only_exported_series():
 
 
 def test_dashboard_reads_only_exported_series():
-    """Every series a dashboard panel reads is exported by the gateway or
-    the scorer it selects (or is a recording rule of rules.yml), and no
-    panel reads the control job yet."""
+    """Every series a dashboard panel reads is exported by the gateway, the
+    scorer or the control service it selects (or is a recording rule of
+    rules.yml)."""
     exports = exported()
     records = load_rules()
     jobs = {sc["job_name"] for sc in load_yaml(PROM_YML)["scrape_configs"]}
     problems = []
     for title, expr in dashboard_exprs(load_dashboard()):
-        if "control" in expr:
-            problems.append(f"{title}: reads the control job, whose metrics are not defined yet")
         problems += [f"{title}: {msg}" for msg in problems_of(expr, exports, records, jobs)]
     assert not problems, "\n".join(problems)
+
+
+def test_dashboard_shows_restarts_feeds_streams_and_redis():
+    """Panels show producer restarts, the policy feed (lag, invalid
+    records, readiness), the control service's stream clients and slow
+    drops, its Redis (up, errors) and history memory."""
+    read = set()
+    for _, expr in dashboard_exprs(load_dashboard()):
+        read.update(name for name, _ in parse_promql(expr)[0])
+    for name in ("fleetgate_producer_restarts_total", "fleetgate_policy_table_lag_records",
+                 "fleetgate_policy_records_invalid_total", "fleetgate_policy_table_ready",
+                 "fleetgate_control_stream_clients",
+                 "fleetgate_control_stream_slow_dropped_total",
+                 "fleetgate_control_redis_up", "fleetgate_control_redis_errors_total",
+                 "fleetgate_control_history_bytes"):
+        assert name in read, f"no panel reads {name}"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import threading
 import time
 
 import fgtest
-from test_scorer_decisions import (TEMPLATE, TTL_MS, RedisServer, Scorer, Topics,
+from fgtest import RedisServer
+from test_scorer_decisions import (TEMPLATE, TTL_MS, Scorer, Topics,
                                    assert_no_repeats, expand, gateway,
                                    lock_records, now_ms, wait_lock)
 

@@ -11,7 +11,8 @@ import signal
 import time
 
 import fgtest
-from test_scorer_decisions import (LEASE_S, TICK_S, Fleet, RedisServer, Scorer,
+from fgtest import RedisServer
+from test_scorer_decisions import (LEASE_S, TICK_S, Fleet, Scorer,
                                    Topics, assert_no_repeats, gateway,
                                    latest_rows, lock_records, near, redis_hash,
                                    score_rows, wait_lock)

@@ -446,6 +446,86 @@ static void test_argv_binary(void)
 }
 
 /* Refused before anything is sent, with no callback. */
+/* Argument vectors: copied, formatted and borrowed arguments in one
+ * command, intact after the copies' buffer moved; a failed step sends
+ * nothing. */
+static void test_args(void)
+{
+    updown ud = {0, 0};
+    fg_redis_opts o = {0};
+    static const char bin[] = {'x', '\0', '\r', '\n', (char)0xfe};
+    char key[128], pad[100], big[FG_REDIS_ARG_FMT_MAX + 2];
+    call c = {0};
+    fg_redis *r = client_up(shared_host, shared_port, &o, &ud);
+    FG_CHECK(r && fg_redis_is_up(r));
+    if (!r)
+        return;
+    snprintf(key, sizeof(key), "%sargs", prefix);
+    memset(pad, 'p', sizeof(pad));
+
+    /* RPUSH key first bin then 64 padded items: the copies outgrow the
+     * first buffer after the first copied element. */
+    fg_redis_args a = {0};
+    fg_redis_args_str(&a, "RPUSH");
+    fg_redis_args_fmt(&a, "%s", key);
+    fg_redis_args_str(&a, "first");
+    fg_redis_args_ref(&a, bin, sizeof(bin));
+    for (int i = 0; i < 64; i++) {
+        memcpy(pad, &"0123456789"[i % 10], 1);
+        fg_redis_args_add(&a, pad, sizeof(pad));
+    }
+    FG_CHECK_INT(fg_redis_args_command(r, on_result, &c, &a), FG_OK);
+    RUN_UNTIL(c.calls > 0, 3000);
+    FG_CHECK_INT(c.integer, 66);
+    fg_redis_args_free(&a);
+    FG_CHECK(a.n == 0 && a.buf == NULL);
+    FG_CHECK_INT(sync_cmd(r, &c, "LINDEX %s 0", key), FG_OK);
+    FG_CHECK_STR(c.str, "first");
+    FG_CHECK_INT(sync_cmd(r, &c, "LINDEX %s 1", key), FG_OK);
+    FG_CHECK(c.len == sizeof(bin) && memcmp(c.str, bin, sizeof(bin)) == 0);
+    FG_CHECK_INT(sync_cmd(r, &c, "LINDEX %s 65", key), FG_OK);
+    FG_CHECK(c.len == sizeof(pad) && c.str[0] == '3' && c.str[1] == 'p');
+
+    /* A script: the first nkeys arguments are its keys. */
+    fg_redis_script *s = fg_redis_script_new(
+        r, "return #KEYS * 1000 + #ARGV + tonumber(ARGV[2])");
+    FG_CHECK(s != NULL);
+    fg_redis_args_fmt(&a, "%s", key);
+    fg_redis_args_str(&a, "k2");
+    fg_redis_args_str(&a, "a1");
+    fg_redis_args_fmt(&a, "%d", 40);
+    memset(&c, 0, sizeof(c));
+    FG_CHECK_INT(fg_redis_args_eval(r, s, on_result, &c, 2, &a), FG_OK);
+    RUN_UNTIL(c.calls > 0, 3000);
+    FG_CHECK_INT(c.type, REDIS_REPLY_INTEGER);
+    FG_CHECK_INT(c.integer, 2042);
+    fg_redis_args_free(&a);
+
+    /* Too long a formatted argument, or the caller's own failure: nothing
+     * is sent and the callback never runs. */
+    memset(big, 'b', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    memset(&c, 0, sizeof(c));
+    fg_redis_args_str(&a, "DEL");
+    fg_redis_args_fmt(&a, "%s", big);
+    fg_redis_args_str(&a, key);
+    FG_CHECK_INT(fg_redis_args_command(r, on_result, &c, &a), FG_ENOMEM);
+    fg_redis_args_free(&a);
+    fg_redis_args_str(&a, "DEL");
+    fg_redis_args_str(&a, key);
+    fg_redis_args_fail(&a);
+    FG_CHECK_INT(fg_redis_args_eval(r, s, on_result, &c, 1, &a), FG_ENOMEM);
+    fg_redis_args_free(&a);
+    fg_redis_args_free(NULL);
+    run_for(50);
+    FG_CHECK_INT(c.calls, 0);
+    FG_CHECK_INT(sync_cmd(r, &c, "EXISTS %s", key), FG_OK);
+    FG_CHECK_INT(c.integer, 1);
+
+    FG_CHECK_INT(sync_cmd(r, &c, "DEL %s", key), FG_OK);
+    fg_redis_free(r);
+}
+
 static void test_invalid_commands(void)
 {
     updown ud = {0, 0};
@@ -905,8 +985,8 @@ int main(void)
     const char *env = getenv("FG_TEST_REDIS");
     static const fg_test_fn shared_tests[] = {
         test_new_invalid, test_nothing_listening, test_basic,
-        test_argv_binary, test_invalid_commands,  test_max_inflight,
-        test_free_pending};
+        test_argv_binary, test_args, test_invalid_commands,
+        test_max_inflight, test_free_pending};
     static const fg_test_fn private_tests[] = {test_scripts, test_handshake,
                                                test_sigstop,
                                                test_kill_restart};

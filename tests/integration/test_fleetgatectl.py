@@ -3,7 +3,8 @@
 fleetgate-control (the Control starter of test_control.py, per-test topics):
 the regions table and --json, a dry-run lock that changes nothing, lock,
 a dry-run unlock and unlock-all that list the devices held back, unlock
-with a pin, unlock-all as admin, watch (live over GET /v1/stream: a
+with a pin, unlock-all as admin, a policy reset (a tombstone on the
+policies topic), watch (live over GET /v1/stream: a
 lock made meanwhile shows up at once; --json event lines) and Ctrl-C, and the exit
 codes: 2 for usage errors (a --token flag above all), 3 for a missing or
 weak token, 4 for what the server does not know."""
@@ -100,6 +101,9 @@ def test_usage_errors_need_no_server():
         ["watch", "--count", "0"],
         ["policy", "CU"],
         ["policy", "CU", "novalue"],
+        ["policy", "CU", "--reset"],               # no --reason
+        ["policy", "CU", "--reset", "--reason", "r", "mode=never"],
+        ["lock", "CU", "--reason", "r", "--reset"],  # option of another command
         ["regions", "--url", "ftp://127.0.0.1:8081"],
         ["regions", "--cacert", "/dev/null"],      # --cacert needs https://
     ]
@@ -332,6 +336,48 @@ def test_operator_session():
         # A viewer token that goes bad stops watch with 3.
         rc, _, err = run_ctl(["watch", "--count", "3"], None, url)
         assert rc == 3, (rc, err)
+
+
+def test_policy_reset():
+    """policy CODE --reset --reason R: DELETE /v1/regions/CODE/policy as
+    admin; the policies topic then ends with a tombstone for the region
+    after the policy set before; the human answer says the scorers use
+    their configured policy again; an operator gets 3 and writes nothing."""
+    topics = Topics()
+    policies = fgtest.unique_topic("ctl-policies", partitions=1,
+                                   config={"cleanup.policy": "compact"})
+    with Control(topics, {"control.policies_topic": policies}) as ctl:
+        url = f"http://127.0.0.1:{ctl.port}"
+        rc, out, err = run_ctl(["policy", "DE", "mode=never", "--reason", "DE by hand"],
+                               "root", url)
+        assert rc == 0, (rc, out, err)
+        rc, _, err = run_ctl(["policy", "DE", "--reset", "--reason", "back"], "alice", url)
+        assert rc == 3 and "403" in err and "needs role admin" in err, (rc, err)
+        recs = fgtest.consume(policies)
+        assert [(r.key, json.loads(r.value)["policy"]["mode"]) for r in recs] == \
+            [(b"DE", "never")], recs
+
+        rc, out, err = run_ctl(["policy", "DE", "--reset", "--reason",
+                                "DE back to the config"], "root", url)
+        assert rc == 0, (rc, out, err)
+        lines = out.splitlines()
+        assert lines[0] == "reset the policy of DE: scorers use their configured " \
+            "policy again", out
+        assert re.match(r"request req-[0-9a-f]{16}, audited yes$", lines[1]), out
+        recs = fgtest.consume(policies)
+        assert len(recs) == 2 and recs[1].key == b"DE" and recs[1].value is None, recs
+        # --json: the server's answer; a second reset is one more tombstone.
+        rc, out, err = run_ctl(["--json", "policy", "DE", "--reset", "--reason", "again"],
+                               "root", url)
+        assert rc == 0, (rc, err)
+        body = json.loads(out)
+        assert body["action"] == "policy_reset" and body["region"] == "DE", body
+        assert body["policy"] is None and body["topic"] == policies, body
+        assert [r.value for r in fgtest.consume(policies)][1:] == [None, None]
+        # A bad region is the server's refusal: 1, nothing written.
+        rc, _, err = run_ctl(["policy", "de", "--reset", "--reason", "r"], "root", url)
+        assert rc == 1 and "invalid_region" in err, (rc, err)
+        assert len(fgtest.consume(policies)) == 3
 
 
 if __name__ == "__main__":

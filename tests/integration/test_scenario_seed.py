@@ -36,9 +36,10 @@ import time
 import types
 
 import fgtest
+from fgtest import RedisServer
 from test_control import TOKENS, Control, audit_records, wait_audit
-from test_scorer_decisions import (RedisServer, Scorer, Topics, gateway,
-                                   lock_records, now_ms, score_rows, wait_lock)
+from test_scorer_decisions import (Scorer, Topics, gateway, lock_records,
+                                   now_ms, score_rows, wait_lock)
 
 # Bounds, generous for a loaded 2-core machine (the measured figures are
 # printed).

@@ -6,17 +6,16 @@ straight to the check-in topic or through a real gateway, give exact counts
 in Redis, also across a restart, a kill -9 mid-stream, a second scorer
 joining and leaving the group, and a stalled (zombie) scorer coming back.
 
-Each test has its own topics, consumer group and private redis-server (so
-Redis state is isolated and can be killed). The helpers here (RedisServer,
-Scorer, Stack, record encoding, the expected-count model) are also used by
-test_fault_scorer.py."""
+Each test has its own topics, consumer group and private redis-server
+(fgtest.RedisServer: Redis state is isolated and can be killed). The helpers
+here (Scorer, Stack, record encoding, the expected-count model) are also used
+by test_fault_scorer.py."""
 
 import http.client
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,107 +29,10 @@ from fgtest import msgpack
 BUCKET = "1s"
 WINDOW_MS = 120_000  # long enough to read the counts before keys expire
 TOO_OLD_MS = WINDOW_MS + 600_000  # recv_ts this far back is out of the window
-REDIS_CTL = os.path.join(fgtest.SOURCE_DIR, "deploy", "local", "redis-ctl")
 
 
 def now_ms():
     return int(time.time() * 1000)
-
-
-# ---------------------------------------------------------------------------
-# A private redis-server (deploy/local/redis-ctl: appendfsync always)
-
-
-def _resp_read(f):
-    line = f.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError("connection to Redis closed")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"-":
-        raise fgtest.RedisError(rest.decode())
-    if kind == b"+":
-        return rest.decode()
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_resp_read(f) for _ in range(n)]
-    raise fgtest.FgTestError(f"unexpected Redis reply {line!r}")
-
-
-class RedisServer:
-    """A redis-server of our own on a free port, state in a temp dir."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="fg-sct-redis-")
-        # Another test may take the port between free_port() and the bind;
-        # redis-ctl then fails (it checks the server is its own): retry.
-        for attempt in range(5):
-            self.port = fgtest.free_port()
-            try:
-                self.start()
-                break
-            except fgtest.FgTestError:
-                if attempt == 4:
-                    shutil.rmtree(self.dir, ignore_errors=True)
-                    raise
-
-    def _ctl(self, *args):
-        p = subprocess.run([REDIS_CTL, *args], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=60)
-        if p.returncode != 0:
-            raise fgtest.FgTestError(f"redis-ctl {' '.join(args)}: "
-                                     + p.stdout.decode(errors="replace"))
-
-    def start(self):
-        """Starts (or restarts, same port and dir) and waits for PONG."""
-        self._ctl("start", self.dir, str(self.port))
-
-    def pid(self):
-        with open(os.path.join(self.dir, "redis.pid")) as f:
-            return int(f.read())
-
-    def signal(self, sig):
-        os.kill(self.pid(), sig)
-
-    def kill9(self):
-        """SIGKILL, then waits until the process is gone."""
-        pid = self.pid()
-        os.kill(pid, signal.SIGKILL)
-
-        def gone():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    return f.read().rpartition(")")[2].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
-        fgtest.wait_until(gone, 10, what="redis-server to die")
-
-    def __call__(self, *args, timeout=5.0):
-        """One command; returns the reply (bytes, int, str, None, list)."""
-        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        req = b"*%d\r\n" % len(parts) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            s.sendall(req)
-            with s.makefile("rb") as f:
-                return _resp_read(f)
-
-    def log_tail(self, lines=20):
-        try:
-            with open(os.path.join(self.dir, "redis.log"), "rb") as f:
-                return "\n".join(f.read().decode(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-    def close(self):
-        try:
-            self._ctl("stop", self.dir)
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
@@ -246,16 +148,9 @@ class Scorer:
         if self.proc is None:
             return None
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(sig)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-                    raise ScorerError(f"{self.name} did not exit in {timeout}s "
-                                      f"of signal {sig}\n" + self.log_tail())
-            return self.proc.returncode
+            return fgtest.stop_process(self.proc, sig, timeout, lambda: ScorerError(
+                f"{self.name} did not exit in {timeout}s of signal {sig}\n"
+                + self.log_tail()))
         finally:
             if self._logf:
                 self._logf.close()
@@ -265,11 +160,7 @@ class Scorer:
         return self.stop(signal.SIGKILL)
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return fgtest.read_log(self.log_path)
 
     def log_tail(self, lines=30):
         return "\n".join(self.log().splitlines()[-lines:])
@@ -291,7 +182,7 @@ class Stack:
 
     def __init__(self, partitions=6):
         self.partitions = partitions
-        self.redis = RedisServer()
+        self.redis = fgtest.RedisServer()
         try:
             self.topic = fgtest.unique_topic("sct.checkins", partitions)
             self.locks_topic = fgtest.unique_topic(
@@ -335,7 +226,7 @@ class Stack:
 
     def resume(self, p):
         """The partition's resume point in Redis (-1 when none)."""
-        v = self.redis("GET", f"fg:{{p:{self.topic}:{p}}}:resume")
+        v = self.redis.call("GET", f"fg:{{p:{self.topic}:{p}}}:resume")
         return -1 if v is None else int(v)
 
     def applied(self):
@@ -384,7 +275,7 @@ class Stack:
 
         def done():
             for p, last in ends.items():
-                fences = [self.redis("HGET", f"fg:{{{r}}}:fence", p) for r in regions]
+                fences = [self.redis.call("HGET", f"fg:{{{r}}}:fence", p) for r in regions]
                 if max(int(f) if f is not None else -1 for f in fences) != last:
                     return False
             return True
@@ -395,7 +286,7 @@ class Stack:
     def regions(self):
         """Regions with counter keys in Redis."""
         out = set()
-        for k in self.redis("KEYS", "fg:{*}:[ndg]:*"):
+        for k in self.redis.call("KEYS", "fg:{*}:[ndg]:*"):
             out.add(k.decode().split("{", 1)[1].split("}", 1)[0])
         return out
 
@@ -403,12 +294,12 @@ class Stack:
         """(check-ins, distinct devices, grey devices) of region: the sum of
         its counters and the PFCOUNT (union) of its HLLs, over every bucket
         key present."""
-        nkeys = self.redis("KEYS", f"fg:{{{region}}}:n:*")
-        n = sum(int(v) for v in self.redis("MGET", *nkeys)) if nkeys else 0
+        nkeys = self.redis.call("KEYS", f"fg:{{{region}}}:n:*")
+        n = sum(int(v) for v in self.redis.call("MGET", *nkeys)) if nkeys else 0
         out = [n]
         for kind in "dg":
-            keys = self.redis("KEYS", f"fg:{{{region}}}:{kind}:*")
-            out.append(self.redis("PFCOUNT", *keys) if keys else 0)
+            keys = self.redis.call("KEYS", f"fg:{{{region}}}:{kind}:*")
+            out.append(self.redis.call("PFCOUNT", *keys) if keys else 0)
         return tuple(out)
 
     def hll_of(self, devices):
@@ -416,9 +307,9 @@ class Stack:
         if not devices:
             return 0
         key = f"sct:ref:{secrets.token_hex(6)}"
-        self.redis("PFADD", key, *sorted(devices))
-        n = self.redis("PFCOUNT", key)
-        self.redis("DEL", key)
+        self.redis.call("PFADD", key, *sorted(devices))
+        n = self.redis.call("PFCOUNT", key)
+        self.redis.call("DEL", key)
         return n
 
     def assert_counts(self, expect, what=""):
@@ -730,7 +621,7 @@ def test_known_stream_counts_exactly_once():
             assert p == partition_of(r.key, stack.partitions), r
         # No key for the too-old events' buckets.
         first = (now_ms() - WINDOW_MS) // 1000
-        buckets = [int(k.rsplit(b":", 1)[1]) for k in stack.redis("KEYS", "fg:{*}:[ndg]:*")]
+        buckets = [int(k.rsplit(b":", 1)[1]) for k in stack.redis.call("KEYS", "fg:{*}:[ndg]:*")]
         assert min(buckets) >= first, f"bucket {min(buckets)} is before the window"
 
         # Restart with the resume points kept: nothing counted twice.
@@ -752,7 +643,7 @@ def test_known_stream_counts_exactly_once():
         # and the fences skip every record already applied.
         assert sc.stop() == 0, sc.log_tail()
         for p in range(stack.partitions):
-            stack.redis("DEL", f"fg:{{p:{stack.topic}:{p}}}:resume")
+            stack.redis.call("DEL", f"fg:{{p:{stack.topic}:{p}}}:resume")
         sc = stack.scorer()
         stack.wait_applied(len(msgs))
         stack.assert_counts(e, "after a replay from offset 0")
@@ -939,15 +830,15 @@ def test_apply_with_a_stale_fence_changes_nothing():
         produce(stack, first)
         stack.wait_applied(len(first))
         stack.assert_counts(st.expect, "before")
-        fence = int(stack.redis("HGET", "fg:{DE}:fence", p))
+        fence = int(stack.redis.call("HGET", "fg:{DE}:fence", p))
         assert fence == len(devs) - 1
         # The other owner applied the next len(devs) records of (DE, p).
         moved = fence + len(devs)
-        stack.redis("HSET", "fg:{DE}:fence", p, moved)
+        stack.redis.call("HSET", "fg:{DE}:fence", p, moved)
         produce(stack, [(d.encode(), record(d, "DE", seq=2)) for d in devs])
         stack.wait_applied(2 * len(devs))
         stack.assert_counts(st.expect, "after the refused apply")
-        assert int(stack.redis("HGET", "fg:{DE}:fence", p)) == moved
+        assert int(stack.redis.call("HGET", "fg:{DE}:fence", p)) == moved
         assert sc.metric("fleetgate_scorer_fence_conflicts_total") == 1
         assert sc.stop() == 0
         sc = stack.scorer()
@@ -957,7 +848,7 @@ def test_apply_with_a_stale_fence_changes_nothing():
         produce(stack, third)
         stack.wait_applied(2 * len(devs) + len(third))
         stack.assert_counts(st.expect, "past the moved fence")
-        assert int(stack.redis("HGET", "fg:{DE}:fence", p)) == moved + len(devs)
+        assert int(stack.redis.call("HGET", "fg:{DE}:fence", p)) == moved + len(devs)
 
 
 if __name__ == "__main__":

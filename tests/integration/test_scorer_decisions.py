@@ -7,8 +7,8 @@ grey devices get `locked`; a cold region never locks; per-region modes
 (never, monitor), shadow mode, the region cap, score rows in msgpack and JSON,
 an operator pin, and no decision published twice across many ticks.
 
-The helpers at the top (RedisServer, Topics, Scorer, Fleet, lock and score
-readers) are shared with test_fault_evaluator.py and test_e2e_lock.py."""
+The helpers at the top (Topics, Scorer, Fleet, lock and score readers) are
+shared with test_fault_evaluator.py and test_e2e_lock.py."""
 
 import http.client
 import json
@@ -18,14 +18,13 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 
 import fgtest
-from fgtest import msgpack
+from fgtest import RedisServer, msgpack
 
 # Short windows and fast policies, so that a decision takes seconds.
 TICK_S = 0.5
@@ -40,74 +39,8 @@ def now_ms():
 
 
 # ---------------------------------------------------------------------------
-# Redis: one redis-server per test (the lease and the active-region index are
-# global keys, so two tests must never share one)
-
-
-class RedisServer:
-    """A redis-server on a free port, started with deploy/local/redis-ctl
-    in a temp directory; call(*args) runs one command on it."""
-
-    CTL = os.path.join(fgtest.SOURCE_DIR, "deploy", "local", "redis-ctl")
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="fg-sc-redis-")
-        self.port = None
-        for _ in range(5):
-            port = fgtest.free_port()
-            p = subprocess.run([self.CTL, "start", self.dir, str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               timeout=60)
-            if p.returncode == 0:
-                self.port = port
-                break
-        if self.port is None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise fgtest.FgTestError("redis-ctl start failed: "
-                                     + p.stderr.decode(errors="replace"))
-
-    def call(self, *args, timeout=5.0):
-        """One command; returns str / int / bytes / None / list, raises
-        fgtest.RedisError on an error reply."""
-        parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-        req = b"*%d\r\n" % len(parts) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            s.sendall(req)
-            with s.makefile("rb") as f:
-                return _resp(f)
-
-    def stop(self):
-        subprocess.run([self.CTL, "stop", self.dir], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, timeout=60)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
-
-def _resp(f):
-    line = f.readline()
-    if not line.endswith(b"\r\n"):
-        raise fgtest.FgTestError("Redis closed the connection")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise fgtest.RedisError(rest.decode())
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2]
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_resp(f) for _ in range(n)]
-    raise fgtest.FgTestError(f"unexpected Redis reply {line!r}")
+# Redis: one fgtest.RedisServer per test (the lease and the active-region
+# index are global keys, so two tests must never share one)
 
 
 def redis_hash(r, key):
@@ -313,16 +246,10 @@ class Scorer:
         if self.proc is None:
             return None
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-                    raise AssertionError(f"scorer {self.sid} ignored SIGTERM for "
-                                         f"{timeout}s\n" + self.log_tail())
-            return self.proc.returncode
+            return fgtest.stop_process(self.proc, signal.SIGTERM, timeout,
+                                       lambda: AssertionError(
+                                           f"scorer {self.sid} ignored SIGTERM for "
+                                           f"{timeout}s\n" + self.log_tail()))
         finally:
             if self._logf:
                 self._logf.close()
@@ -347,11 +274,7 @@ class Scorer:
         return False
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return fgtest.read_log(self.log_path)
 
     def log_tail(self, lines=40):
         keep = [ln for ln in self.log().splitlines() if "librdkafka" not in ln]

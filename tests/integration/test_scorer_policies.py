@@ -5,9 +5,12 @@ devices check in through a real gateway with CU and SY both 95% grey; CU
 locks and SY never does, although its score stays above lock_at (its score
 rows say mode never). A scorer restarted with `for` = 0, which would lock SY
 at its first tick, reads the policy before deciding. A record that does not
-check (even one whose mode is valid) is counted and changes nothing; a
-tombstone gives SY its configured policy back, and SY locks. A scorer that
-cannot read the policies topic at all decides nothing."""
+check (even one whose mode is valid) is counted and changes nothing. An
+operator may not reset SY's policy (403, nothing written); the admin's
+DELETE /v1/regions/SY/policy writes a tombstone to the policies topic (there
+when the API answers, and audited as policy_reset), which gives SY its
+configured policy back: its score rows say auto again, and SY locks. A
+scorer that cannot read the policies topic at all decides nothing."""
 
 import json
 import subprocess
@@ -15,9 +18,10 @@ import time
 import types
 
 import fgtest
-from test_control import Control
-from test_scorer_decisions import (Fleet, RedisServer, Scorer, Topics, gateway,
-                                   lock_records, score_rows, wait_lock)
+from fgtest import RedisServer
+from test_control import Control, wait_audit
+from test_scorer_decisions import (Fleet, Scorer, Topics, gateway, lock_records,
+                                   score_rows, wait_lock)
 
 LOCK_AT = 0.6
 
@@ -115,10 +119,26 @@ def test_operator_never_restart_invalid_record_and_tombstone():
                 assert sc2.running()
                 assert "policy.lock_at" in sc2.log(), sc2.log_tail()
 
-                # The tombstone: SY is back to the configured policy (auto)
-                # and locks, with the configured message.
+                # An operator may not hand SY back to the configuration.
+                n_policies = len(fgtest.consume(topics.policies))
+                status, _, body = ctl.call("DELETE", "/v1/regions/SY/policy", "alice",
+                                           {"reason": "not mine to decide"})
+                assert status == 403 and body["error"] == "forbidden", (status, body)
+                denied_id = body["request_id"]
+
+                # The admin's reset: a tombstone for SY, on the topic when the
+                # API answers. SY is back to the configured policy (auto) and
+                # locks, with the configured message.
                 t_tomb = int(time.time() * 1000)
-                fgtest.produce(topics.policies, b"SY", None)
+                status, _, body = ctl.call("DELETE", "/v1/regions/SY/policy", "root",
+                                           {"reason": "SY back to the config"})
+                assert status == 200, (status, body)
+                assert body["action"] == "policy_reset" and body["region"] == "SY", body
+                assert body["policy"] is None and body["audited"] is True, body
+                assert body["topic"] == topics.policies, body
+                recs = fgtest.consume(topics.policies)
+                assert len(recs) == n_policies + 1, recs  # the 403 wrote nothing
+                assert recs[-1].key == b"SY" and recs[-1].value is None, recs[-1]
                 _, lk = wait_lock(topics.locks, lambda lk: lk["region"] == "SY",
                                   "SY locked after the tombstone", timeout=20)
                 assert lk["state"] == "locked" and lk["source"] == "auto", lk
@@ -127,8 +147,30 @@ def test_operator_never_restart_invalid_record_and_tombstone():
                 assert sc2.metric("fleetgate_policy_tombstones_total") == 1
                 fgtest.wait_until(lambda: fleet.status(sy_grey) == {"locked": 19},
                                   timeout=15, what="SY's grey devices locked")
+                # Its score rows: never until the reset, auto from then on.
+                fgtest.wait_until(
+                    lambda: any(r["mode"] == "auto" for r in rows_of(topics.scores, "SY",
+                                                                      t_tomb)),
+                    timeout=15, what="SY scored with the configured mode")
+                modes = [r["mode"] for r in rows_of(topics.scores, "SY", t_restart)]
+                first_auto = modes.index("auto")
+                assert first_auto > 0 and set(modes[:first_auto]) == {"never"}, modes
+                assert set(modes[first_auto:]) == {"auto"}, modes
                 print(f"SY locked {(lk['since'] - t_tomb) / 1000:.2f} s after the "
-                      "tombstone was produced", flush=True)
+                      "reset was asked for", flush=True)
+
+                # Audited: the reset with actor, reason and target, and the
+                # operator's denial under the same action.
+                au = wait_audit(topics.audit, lambda a: a["request_id"] == body["request_id"],
+                                "the reset audited")
+                assert au["action"] == "policy_reset" and au["outcome"] == "ok", au
+                assert au["actor"] == "root" and au["role"] == "admin", au
+                assert au["target"] == "SY" and au["reason"] == "SY back to the config", au
+                assert au["status"] == 200 and au["before"] is None, au
+                au = wait_audit(topics.audit, lambda a: a["request_id"] == denied_id,
+                                "the operator's denial audited")
+                assert au["action"] == "policy_reset" and au["outcome"] == "denied", au
+                assert au["actor"] == "alice" and au["status"] == 403, au
         # CU once, SY once: nothing else was ever decided.
         assert [(lk["region"], lk["state"]) for _, lk in lock_records(topics.locks)] == \
             [("CU", "locked"), ("SY", "locked")], lock_records(topics.locks)

@@ -519,7 +519,28 @@ static void test_help(void)
     free(text);
 }
 
+/* A configured id is used as it is (a longer one is cut and reported);
+ * without one, the instance is named after the host and the process. */
+static void test_instance_id(void)
+{
+    char out[16], host[48] = "", want[80];
+    FG_CHECK_INT(fg_conf_instance_id(out, sizeof(out), "edge-7", "gateway"), 0);
+    FG_CHECK_STR(out, "edge-7");
+    FG_CHECK_INT(fg_conf_instance_id(out, sizeof(out), "0123456789abcdef",
+                                     "gateway"),
+                 -1);
+    FG_CHECK_STR(out, "0123456789abcde");
+    char wide[80];
+    FG_CHECK(gethostname(host, sizeof(host) - 1) == 0);
+    snprintf(want, sizeof(want), "%s-%ld", host, (long)getpid());
+    FG_CHECK_INT(fg_conf_instance_id(wide, sizeof(wide), "", "scorer"), 0);
+    FG_CHECK_STR(wide, want);
+    FG_CHECK_INT(fg_conf_instance_id(wide, sizeof(wide), NULL, "scorer"), 0);
+    FG_CHECK_STR(wide, want);
+}
+
 FG_TEST_MAIN(test_defaults, test_file_overrides_default,
              test_env_overrides_file_set_overrides_env, test_string_override_frees, test_int,
              test_size, test_duration, test_bool, test_string_values,
-             test_errors_name_key_and_source, test_passthrough, test_help)
+             test_errors_name_key_and_source, test_passthrough, test_help,
+             test_instance_id)

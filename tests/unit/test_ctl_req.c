@@ -274,7 +274,7 @@ static void test_approve_and_policy_routes(void)
     FG_CHECK_INT(route(FG_HTTP_POST, "/v1/regions/CU/policy", region, &ok),
                  CTL_ROUTE_POLICY);
     FG_CHECK(!ok);
-    FG_CHECK_STR(ctl_route_allow(CTL_ROUTE_POLICY), "PUT");
+    FG_CHECK_STR(ctl_route_allow(CTL_ROUTE_POLICY), "PUT, DELETE");
     FG_CHECK_STR(ctl_route_str(CTL_ROUTE_APPROVE), "approve");
     FG_CHECK_INT(route(FG_HTTP_POST, "/v1/requests/x", region, &ok),
                  CTL_ROUTE_NONE);
@@ -339,6 +339,99 @@ static void test_policy_body(void)
     FG_CHECK_INT(ctl_req_parse_policy(b, strlen(b), &rails, &p, reason, &e),
                  FG_EINVAL);
     FG_CHECK_STR(e.code, "unknown_field");
+}
+
+/* DELETE /v1/regions/{code}/policy is the reset (its own route, so that
+ * the audit, the answer and the metrics say policy_reset); PUT stays the
+ * policy; any other method on the path is 405 with Allow naming both. */
+static void test_policy_reset_route(void)
+{
+    char region[CTL_SEGMENT_MAX + 1];
+    int ok = 0;
+    FG_CHECK_INT(route(FG_HTTP_DELETE, "/v1/regions/UA-43/policy", region, &ok),
+                 CTL_ROUTE_POLICY_RESET);
+    FG_CHECK(ok);
+    FG_CHECK_STR(region, "UA-43");
+    FG_CHECK_STR(ctl_route_str(CTL_ROUTE_POLICY_RESET), "policy_reset");
+    FG_CHECK_STR(ctl_route_allow(CTL_ROUTE_POLICY_RESET), "PUT, DELETE");
+    FG_CHECK_INT(route(FG_HTTP_PUT, "/v1/regions/UA-43/policy", region, &ok),
+                 CTL_ROUTE_POLICY);
+    FG_CHECK(ok);
+    const fg_http_method wrong[] = {FG_HTTP_GET, FG_HTTP_HEAD, FG_HTTP_POST,
+                                    FG_HTTP_OTHER};
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+        ok = -1;
+        FG_CHECK_INT(route(wrong[i], "/v1/regions/CU/policy", region, &ok),
+                     CTL_ROUTE_POLICY);
+        FG_CHECK_INT(ok, 0);
+    }
+    /* DELETE elsewhere is still a wrong method, not a reset. */
+    FG_CHECK_INT(route(FG_HTTP_DELETE, "/v1/regions/CU/lock", region, &ok),
+                 CTL_ROUTE_LOCK);
+    FG_CHECK(!ok);
+    FG_CHECK_INT(route(FG_HTTP_DELETE, "/v1/regions/CU", region, &ok),
+                 CTL_ROUTE_REGION);
+    FG_CHECK(!ok);
+    FG_CHECK_INT(route(FG_HTTP_DELETE, "/v1/regions/CU/policy/x", region, &ok),
+                 CTL_ROUTE_NONE);
+}
+
+/* The reset's body: reason and nothing else. */
+static void test_reason_body(void)
+{
+    char reason[FG_LOCK_REASON_MAX + 1];
+    ctl_req_error e;
+    const char *b = "{\"reason\":\"back to the config\"}";
+    FG_CHECK_INT(ctl_req_parse_reason(b, strlen(b), reason, &e), FG_OK);
+    FG_CHECK_STR(reason, "back to the config");
+    static const struct {
+        const char *body, *code, *field;
+    } bad[] = {
+        {"", "invalid_json", ""},
+        {"{}", "missing_field", "reason"},
+        {"{\"reason\":null}", "missing_field", "reason"},
+        {"{\"reason\":\"  \"}", "invalid_value", "reason"},
+        {"{\"reason\":1}", "wrong_type", "reason"},
+        {"{\"reason\":\"r\",\"mode\":\"auto\"}", "unknown_field", "mode"},
+        {"{\"reason\":\"r\",\"dry_run\":true}", "unknown_field", "dry_run"},
+        {"{\"reason\":\"a\\u0000b\"}", "invalid_json", ""},
+        {"[\"reason\"]", "not_an_object", ""},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&e, 0, sizeof(e));
+        FG_CHECK_INT(ctl_req_parse_reason(bad[i].body, strlen(bad[i].body),
+                                          reason, &e), FG_EINVAL);
+        FG_CHECK_STR(e.code, bad[i].code);
+        FG_CHECK_STR(e.field, bad[i].field);
+    }
+}
+
+/* The {id} of an approve: only the form new ids have. */
+static void test_request_id(void)
+{
+    FG_CHECK(ctl_req_id_ok("req-0123456789abcdef"));
+    FG_CHECK(!ctl_req_id_ok("req-0123456789ABCDEF"));
+    FG_CHECK(!ctl_req_id_ok("req-0123456789abcde"));
+    FG_CHECK(!ctl_req_id_ok("req-0123456789abcdef0"));
+    FG_CHECK(!ctl_req_id_ok("REQ-0123456789abcdef"));
+    FG_CHECK(!ctl_req_id_ok("req_0123456789abcdef"));
+    FG_CHECK(!ctl_req_id_ok("req-0123456789abcdeg"));
+    FG_CHECK(!ctl_req_id_ok("req-%30123456789abcd"));
+    FG_CHECK(!ctl_req_id_ok("\xe2\x80\xae" "CU*")); /* U+202E */
+    FG_CHECK(!ctl_req_id_ok("*"));
+    FG_CHECK(!ctl_req_id_ok(""));
+    /* A segment cut at CTL_SEGMENT_MAX never passes for a whole id. */
+    char region[CTL_SEGMENT_MAX + 1];
+    int ok = 0;
+    FG_CHECK_INT(route(FG_HTTP_POST,
+                       "/v1/requests/req-0123456789abcdefXXXXXXXX/approve",
+                       region, &ok), CTL_ROUTE_APPROVE);
+    FG_CHECK(!ctl_req_id_ok(region));
+    /* The \u0000 escape, but not an escaped backslash before u0000. */
+    FG_CHECK(ctl_req_json_has_nul("\"\\u0000\"", 8));
+    FG_CHECK(!ctl_req_json_has_nul("\"\\\\u0000\"", 9));
+    FG_CHECK(ctl_req_json_has_nul("\"\\\\\\u0000\"", 10));
+    FG_CHECK(!ctl_req_json_has_nul("\"\\u000\"", 7));
 }
 
 /* GET /v1/stream: GET only (HEAD and POST get 405 with Allow: GET); no
@@ -408,4 +501,5 @@ static void test_fuzz_text_rules(void)
 FG_TEST_MAIN(test_routes, test_list_query, test_lock_body_ok,
              test_lock_body_refused, test_unlock_body,
              test_unlock_body_dry_run, test_approve_and_policy_routes,
-             test_policy_body, test_stream_route, test_fuzz_text_rules)
+             test_policy_body, test_policy_reset_route, test_reason_body,
+             test_request_id, test_stream_route, test_fuzz_text_rules)

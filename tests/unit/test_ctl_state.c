@@ -95,6 +95,17 @@ static void test_score_rows(void)
         "\"lo\":0.5,\"hi\":0.7}";
     FG_CHECK_INT(ctl_score_decode(j, strlen(j), &s, err, sizeof(err)),
                  FG_EINVAL);
+    /* "CU\u0000XX" is no region code, not CU (yajl hands back a string
+     * cut at the NUL); an escaped backslash before u0000 is only text. */
+    j = "{\"region\":\"CU\\u0000XX\",\"ts\":5,\"devices\":3,\"grey\":1,"
+        "\"share\":0.3,\"lo\":0.2,\"hi\":0.4}";
+    FG_CHECK_INT(ctl_score_decode(j, strlen(j), &s, err, sizeof(err)),
+                 FG_EINVAL);
+    FG_CHECK_STR(s.region, "");
+    j = "{\"region\":\"CU\",\"note\":\"\\\\u0000\",\"ts\":5,\"devices\":3,"
+        "\"grey\":1,\"share\":0.3,\"lo\":0.2,\"hi\":0.4}";
+    FG_CHECK_INT(ctl_score_decode(j, strlen(j), &s, err, sizeof(err)), FG_OK);
+    FG_CHECK_STR(s.region, "CU");
     FG_CHECK_INT(ctl_score_decode("", 0, &s, err, sizeof(err)), FG_EINVAL);
     char *big = calloc(1, CTL_SCORE_INPUT_MAX + 2);
     memset(big, ' ', CTL_SCORE_INPUT_MAX + 1);

@@ -7,16 +7,9 @@
  * ignored, a stream started after the handler returned, a failure inside
  * the handler, and drain and free with streams open. */
 #include <errno.h>
-#include <event2/event.h>
-#include <netinet/in.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "fg_http.h"
-#include "fg_test.h"
+#include "fg_test_http.h"
 
 typedef struct env {
     struct event_base *base;
@@ -69,20 +62,14 @@ static void handler(void *ud, fg_http_req *req)
 
 static void env_init(env *e)
 {
-    char err[256];
     memset(e, 0, sizeof(*e));
     e->base = event_base_new();
-    int fd = fg_http_listen("127.0.0.1:0", 0, err, sizeof(err));
-    FG_CHECK(fd >= 0);
-    e->port = fg_http_bound_port(fd);
     fg_http_limits lim = {.max_header_bytes = 8192,
                           .max_body_bytes = 8192,
                           .read_timeout_ms = 5000,
                           .idle_timeout_ms = 5000,
                           .write_timeout_ms = 5000};
-    e->srv = fg_http_server_new(e->base, fd, &lim, NULL, handler, e, err,
-                                sizeof(err));
-    FG_CHECK(e->srv != NULL);
+    e->srv = fg_test_http_server(e->base, &lim, handler, e, &e->port);
 }
 
 static void env_free(env *e)
@@ -91,36 +78,17 @@ static void env_free(env *e)
     event_base_free(e->base);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Runs the loop for ms, or until *flag is non-zero (flag may be NULL). */
 static void pump(env *e, int ms, const int *flag)
 {
-    int64_t end = mono_ms() + ms;
-    while (mono_ms() < end && !(flag && *flag)) {
-        event_base_loop(e->base, EVLOOP_NONBLOCK);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    fg_test_pump(e->base, ms, flag);
 }
 
 /* A client socket; rcvbuf > 0 shrinks its receive buffer first. */
 static int client(env *e, int rcvbuf)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (rcvbuf > 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)e->port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FG_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    int fd = fg_test_connect(e->port, rcvbuf);
+    FG_CHECK(fd >= 0);
     return fd;
 }
 
@@ -136,9 +104,9 @@ static size_t slurp(env *e, int fd, char *buf, size_t cap, size_t want,
                     int ms, int *eof)
 {
     size_t len = 0;
-    int64_t end = mono_ms() + ms;
+    int64_t end = fg_test_mono_ms() + ms;
     *eof = 0;
-    while (mono_ms() < end && len < want) {
+    while (fg_test_mono_ms() < end && len < want) {
         event_base_loop(e->base, EVLOOP_NONBLOCK);
         ssize_t n = recv(fd, buf + len, cap - 1 - len, MSG_DONTWAIT);
         if (n == 0) {
@@ -248,11 +216,11 @@ static void test_stall_guard(void)
     for (int i = 0; i < 4096 && e.s && fg_http_stream_buffered(e.s) == 0; i++)
         FG_CHECK_INT(fg_http_stream_write(e.s, chunk, sizeof(chunk)), FG_OK);
     FG_CHECK(e.s && fg_http_stream_buffered(e.s) > 0);
-    int64_t t0 = mono_ms();
+    int64_t t0 = fg_test_mono_ms();
     pump(&e, 3000, &e.closes);
     FG_CHECK_INT(e.closes, 1);
     FG_CHECK_INT(e.why, FG_HTTP_STREAM_STALLED);
-    FG_CHECK(mono_ms() - t0 >= 150);
+    FG_CHECK(fg_test_mono_ms() - t0 >= 150);
     FG_CHECK_INT(fg_http_server_connections(e.srv), 0);
     close(fd);
     env_free(&e);

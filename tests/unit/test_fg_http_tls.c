@@ -7,8 +7,6 @@
  * answer, plain HTTP sent to the TLS port, a client stalled in the
  * handshake, and the context builder's errors. */
 #include <errno.h>
-#include <event2/event.h>
-#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -18,13 +16,8 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "fg_http.h"
-#include "fg_test.h"
+#include "fg_test_http.h"
 
 #define BIG_BODY (100 * 1024)     /* request body: several TLS records */
 #define BIG_ANSWER (600 * 1024)   /* more than the socket buffers hold */
@@ -178,17 +171,14 @@ static void env_init(env *e, int64_t read_timeout_ms)
     memset(e, 0, sizeof(*e));
     e->base = event_base_new();
     e->tick = evtimer_new(e->base, on_tick, e);
-    int fd = fg_http_listen("127.0.0.1:0", 0, err, sizeof(err));
-    FG_CHECK(fd >= 0);
-    e->port = fg_http_bound_port(fd);
     fg_http_limits lim = {.max_header_bytes = 8192,
                           .max_body_bytes = 1 << 20,
                           .read_timeout_ms = read_timeout_ms,
                           .idle_timeout_ms = 5000,
                           .write_timeout_ms = 5000};
-    e->srv = fg_http_server_new(e->base, fd, &lim, NULL, handler, e, err,
-                                sizeof(err));
-    FG_CHECK(e->srv != NULL);
+    e->srv = fg_test_http_server(e->base, &lim, handler, e, &e->port);
+    if (!e->srv)
+        return;
     fg_http_server_on_reject(e->srv, on_reject);
     fg_http_tls_file bad = FG_HTTP_TLS_NONE;
     SSL_CTX *ctx = fg_http_tls_ctx_new(cert_path, key_path, &bad, err,
@@ -206,21 +196,14 @@ static void env_free(env *e)
     event_base_free(e->base);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Runs the loop until the client thread is done (at most ms). */
 static void run_client(env *e, void *(*fn)(void *), void *arg, int ms)
 {
     pthread_t t;
     atomic_store(&e->done, 0);
     FG_CHECK(pthread_create(&t, NULL, fn, arg) == 0);
-    int64_t end = mono_ms() + ms;
-    while (!atomic_load(&e->done) && mono_ms() < end) {
+    int64_t end = fg_test_mono_ms() + ms;
+    while (!atomic_load(&e->done) && fg_test_mono_ms() < end) {
         event_base_loop(e->base, EVLOOP_NONBLOCK);
         struct timespec ts = {0, 500000};
         nanosleep(&ts, NULL);
@@ -232,30 +215,17 @@ static void run_client(env *e, void *(*fn)(void *), void *arg, int ms)
 /* Runs the loop for ms. */
 static void pump(env *e, int ms)
 {
-    int64_t end = mono_ms() + ms;
-    while (mono_ms() < end) {
-        event_base_loop(e->base, EVLOOP_NONBLOCK);
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    fg_test_pump(e->base, ms, NULL);
 }
 
 /* ---- clients (second thread: no FG_CHECK here, results go back) ---- */
 
 static int tcp_connect(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
+    int fd = fg_test_connect(port, 0);
     struct timeval tv = {5, 0}; /* no test waits forever */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (fd >= 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     return fd;
 }
 
@@ -536,7 +506,7 @@ static void *stall_client(void *arg)
     static const unsigned char part[] = {0x16, 0x03, 0x01, 0x02};
     if (r->stalled_fd >= 0)
         (void)send(r->stalled_fd, part, sizeof(part), 0);
-    int64_t t0 = mono_ms();
+    int64_t t0 = fg_test_mono_ms();
     tls_client t;
     static const char get[] =
         "GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
@@ -546,7 +516,7 @@ static void *stall_client(void *arg)
         tls_send(&t, get, sizeof(get) - 1) == 0 &&
         tls_answer(&t, buf, sizeof(buf), &total) >= 0)
         r->other_ok = 1;
-    r->other_ms = mono_ms() - t0;
+    r->other_ms = fg_test_mono_ms() - t0;
     tls_close(&t);
     atomic_store(&r->e->done, 1);
     return NULL;
