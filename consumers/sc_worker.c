@@ -266,6 +266,7 @@ static void reload_partition(sc_worker *w, int32_t p)
     part *pt = &w->parts[p];
     pt->gen++;
     pt->state = P_LOADING;
+    pt->loading = 0; /* a load still out is stale now: its answer is dropped */
     pt->flying = 0;
     pt->need_retry = 0;
     sc_agg_rollback(pt->agg);
@@ -607,6 +608,7 @@ static void on_rebalance(sc_worker *w, rd_kafka_event_t *ev)
                 continue;
             pt->gen++;
             pt->state = P_LOADING;
+            pt->loading = 0; /* as in reload_partition */
             pt->flying = 0;
             pt->need_retry = 0;
             pt->paused = 0;
