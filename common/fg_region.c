@@ -265,3 +265,40 @@ bool fg_region_is_grey(const fg_market_map *m, const char *sku_region,
     }
     return true;
 }
+
+/* Assigned ISO 3166-1 alpha-2 codes, one row per first letter, bit n set
+ * when the second letter is 'A' + n. */
+static const uint32_t iso_assigned[26] = {
+    0x2df5978, /* A* */
+    0x36f7bfb, /* B* */
+    0x3f27ded, /* C* */
+    0x2005610, /* D* */
+    0x00e00d4, /* E* */
+    0x0025700, /* F* */
+    0x15fb9fb, /* G* */
+    0x01a3400, /* H* */
+    0x00f7818, /* I* */
+    0x000d010, /* J* */
+    0x342b1d0, /* K* */
+    0x13e0507, /* L* */
+    0x3fffcfd, /* M* */
+    0x212c975, /* N* */
+    0x0001000, /* O* */
+    0x14e3cf1, /* P* */
+    0x0000001, /* Q* */
+    0x0544010, /* R* */
+    0x3ae7fdf, /* S* */
+    0x26a7eec, /* T* */
+    0x3041041, /* U* */
+    0x0102155, /* V* */
+    0x0040020, /* W* */
+    0x0000400, /* X* */
+    0x0080010, /* Y* */
+    0x0401001, /* Z* */
+};
+
+bool fg_region_country_assigned(const char *s)
+{
+    unsigned a = (unsigned char)s[0] - 'A', b = (unsigned char)s[1] - 'A';
+    return a < 26 && b < 26 && (iso_assigned[a] >> b & 1u);
+}

@@ -20,6 +20,12 @@
  * @thread any */
 bool fg_region_valid(const char *s, size_t len);
 
+/* True when the first two letters of s (a code fg_region_valid accepts)
+ * are a country code ISO 3166-1 has assigned (249 of them, as of 2024),
+ * or XK, which many systems use for Kosovo. For operator input: devices
+ * are never refused for it. @thread any */
+bool fg_region_country_assigned(const char *s);
+
 /* Copies the country part (first two letters) of a valid region code into
  * out and NUL-terminates it. @thread any */
 void fg_region_country(const char *region, char out[3]);

@@ -21,6 +21,7 @@
 #include "ctl_stream.h"
 #include "ctl_store.h"
 #include "ctl_web.h"
+#include "fg_region.h"
 #include "fg_http.h"
 #include "fg_kafka.h"
 #include "fg_lockfeed.h"
@@ -1338,6 +1339,16 @@ static void on_request(void *ud, fg_http_req *req)
                           err.detail, req_id, NULL);
         else
             refuse_invalid(api, req, route, &who, NULL, 400, &err, req_id);
+        return;
+    }
+    /* An action on a code of the right shape that names no country (a
+     * typo such as "UK" for GB) would lock or pin nothing real. */
+    if ((route == CTL_ROUTE_LOCK || route == CTL_ROUTE_UNLOCK ||
+         route == CTL_ROUTE_POLICY || route == CTL_ROUTE_POLICY_RESET) &&
+        !fg_region_country_assigned(region)) {
+        ctl_req_error err = {"unknown_region", "region",
+                             "not an assigned ISO 3166-1 country code"};
+        refuse_invalid(api, req, route, &who, NULL, 400, &err, req_id);
         return;
     }
     if ((route == CTL_ROUTE_LOCK || route == CTL_ROUTE_UNLOCK ||

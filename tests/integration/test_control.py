@@ -449,6 +449,8 @@ def test_bad_input_gets_400_and_writes_nothing():
             ("/v1/regions/cu/lock", b'{"reason":"r"}', "invalid_region", "region"),
             ("/v1/regions/CUBA/lock", b'{"reason":"r"}', "invalid_region", "region"),
             ("/v1/regions/UA-4444/unlock", b'{"reason":"r"}', "invalid_region", "region"),
+            ("/v1/regions/UK/lock", b'{"reason":"r"}', "unknown_region", "region"),
+            ("/v1/regions/QZ-1/unlock", b'{"reason":"r"}', "unknown_region", "region"),
             ("/v1/regions/CU/lock", json.dumps({"reason": "r", "ttl_s": MAX_TTL_S + 1}).encode(),
              "out_of_range", "ttl_s"),
             ("/v1/regions/CU/lock", b'{"ttl_s":60}', "missing_field", "reason"),

@@ -49,6 +49,25 @@ static void test_region_country(void)
     FG_CHECK_STR(c, "GB");
 }
 
+static void test_country_assigned(void)
+{
+    const char *yes[] = {"AD", "CU", "DE", "GB-ENG", "UA-43", "US", "ZW", "XK", "SS", "BQ"};
+    const char *no[] = {"UK", "EU", "AA", "QZ", "XX", "ZZ", "AN", "YU", "CS", "C"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        FG_CHECK(fg_region_country_assigned(yes[i]));
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        FG_CHECK(!fg_region_country_assigned(no[i]));
+    /* Every code the market map and the tests use is assigned. */
+    int n = 0;
+    for (int a = 'A'; a <= 'Z'; a++) {
+        for (int b = 'A'; b <= 'Z'; b++) {
+            char c[3] = {(char)a, (char)b, 0};
+            n += fg_region_country_assigned(c);
+        }
+    }
+    FG_CHECK_INT(n, 250); /* 249 assigned, and XK */
+}
+
 static void test_default_rule(void)
 {
     /* Without a map (NULL or empty): a market is allowed only in its own
@@ -188,5 +207,6 @@ static void test_market_map_many(void)
     fg_market_map_free(m);
 }
 
-FG_TEST_MAIN(test_region_valid, test_region_country, test_default_rule,
+FG_TEST_MAIN(test_region_valid, test_region_country, test_country_assigned,
+             test_default_rule,
              test_market_map, test_market_map_many)
