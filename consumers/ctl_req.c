@@ -8,6 +8,8 @@
 #include <string.h>
 #include <yajl/yajl_tree.h>
 
+#include "fg_utf8.h"
+
 /* Length (1-4) of the character that starts s[0..n) when it is strict
  * UTF-8 and not a C0 control or DEL; 0 for a control character, an
  * overlong form, a surrogate, a code point over U+10FFFF, a stray or a cut
@@ -17,34 +19,9 @@
  * ignored by every reader. */
 static size_t text_char(const unsigned char *s, size_t n)
 {
-    unsigned c = s[0];
-    size_t need;
-    uint32_t cp, min;
-    if (c < 0x80)
-        return c < 0x20 || c == 0x7f ? 0 : 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 1;
-        min = 0x80;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 2;
-        min = 0x800;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 3;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n - 1 < need)
-        return 0;
-    cp = c & (0x3fu >> need);
-    for (size_t j = 1; j <= need; j++) {
-        if ((s[j] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (s[j] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need + 1;
+    if (s[0] < 0x80)
+        return s[0] < 0x20 || s[0] == 0x7f ? 0 : 1;
+    return fg_utf8_seq(s, n);
 }
 
 /* Copies s into out[cap] as clean text: whole characters only (never cut
