@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -739,6 +740,118 @@ class Gateway:
         """One series of metrics(), e.g. gw.metric("fg_requests_total",
         code="200")."""
         return metric(self.metrics(), name, default, **labels)
+
+
+# ---------------------------------------------------------------------------
+# Device load against a gateway (fault and shutdown tests)
+
+
+class Result:
+    """One request of a Load client: send and answer times, device ids,
+    status, Retry-After, body, the ids answered ok, or the client error."""
+
+    __slots__ = ("t0", "t1", "ids", "status", "retry_after", "body", "ok_ids", "error")
+
+    def __init__(self, t0, ids):
+        self.t0, self.t1, self.ids = t0, None, ids
+        self.status = self.retry_after = self.body = self.error = None
+        self.ok_ids = []
+
+    def __repr__(self):
+        return (f"Result(t0={self.t0:.2f}, t1={self.t1:.2f}, status={self.status}, "
+                f"ids={self.ids[:2]}, error={self.error!r}, body={self.body!r:.120})")
+
+
+class Load:
+    """Client threads posting check-ins with fresh device ids on keep-alive
+    connections; the first `batchers` threads post batches of `batch`.
+    Every answer (or connection error) is kept with its times."""
+
+    def __init__(self, gw, threads=4, batchers=1, batch=3, sku="US", region="US",
+                 tag="d", pause=0.02, timeout=20.0):
+        self.port = gw.port
+        self.n, self.batchers, self.batch = threads, batchers, batch
+        self.sku, self.region, self.tag = sku, region, tag
+        self.pause, self.timeout = pause, timeout
+        self.results = []
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.threads = []
+
+    def start(self):
+        for i in range(self.n):
+            t = threading.Thread(target=self._run, args=(i,), daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(self.timeout + 10)
+            assert not t.is_alive(), "a client thread is stuck"
+
+    def _run(self, i):
+        conn = None
+        seq = 0
+        while not self.stop_ev.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            batch = i < self.batchers
+            ids = [f"{self.tag}-{i}-{seq}-{k}" for k in range(self.batch if batch else 1)]
+            seq += 1
+            items = [{"device_id": d, "sku_region": self.sku, "region": self.region,
+                      "seq": seq} for d in ids]
+            body = json.dumps(items if batch else items[0]).encode()
+            res = Result(time.monotonic(), ids)
+            try:
+                conn.request("POST", "/v1/checkins" if batch else "/v1/checkin", body,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                res.body = resp.read()
+                res.status = resp.status
+                res.retry_after = resp.getheader("Retry-After")
+                if resp.status == 200:
+                    if batch:
+                        answers = json.loads(res.body)["results"]
+                        assert len(answers) == len(ids), res
+                        res.ok_ids = [d for d, a in zip(ids, answers) if a["status"] == "ok"]
+                    else:
+                        res.ok_ids = ids
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                res.error = f"{type(e).__name__}: {e}"
+                conn.close()
+                conn = None
+                time.sleep(0.02)
+            res.t1 = time.monotonic()
+            with self.lock:
+                self.results.append(res)
+            if self.pause:
+                time.sleep(self.pause)
+        if conn is not None:
+            conn.close()
+
+    def snapshot(self):
+        with self.lock:
+            return list(self.results)
+
+
+def ok_ids(results):
+    """Every device id some Result was answered ok for."""
+    return {d for r in results for d in r.ok_ids}
+
+
+def assert_all_stored(topic, results):
+    """Every id answered ok is a key on topic; returns (wanted, found)."""
+    want = ok_ids(results)
+    got = {r.key.decode() for r in consume(topic, timeout=60)}
+    missing = want - got
+    assert not missing, (f"{len(missing)} of {len(want)} check-ins answered 200 are not in "
+                         f"the topic, e.g. {sorted(missing)[:5]}")
+    return want, got
 
 
 # ---------------------------------------------------------------------------

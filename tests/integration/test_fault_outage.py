@@ -5,7 +5,6 @@ killed one (SIGKILL, then restarted). Devices must get 503 with Retry-After
 within a bounded time, never a 200 whose record is missing, and the gateway
 must recover by itself once the broker is back."""
 
-import http.client
 import json
 import os
 import shutil
@@ -14,10 +13,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import fgtest
+from fgtest import Load, Result, ok_ids
 
 KAFKA_CTL = os.path.join(fgtest.SOURCE_DIR, "deploy", "local", "kafka-ctl")
 
@@ -145,93 +144,6 @@ class Broker:
 # Load
 
 
-class Result:
-    __slots__ = ("t0", "t1", "ids", "status", "retry_after", "body", "ok_ids", "error")
-
-    def __init__(self, t0, ids):
-        self.t0, self.t1, self.ids = t0, None, ids
-        self.status = self.retry_after = self.body = self.error = None
-        self.ok_ids = []
-
-    def __repr__(self):
-        return (f"Result(t0={self.t0:.2f}, t1={self.t1:.2f}, status={self.status}, "
-                f"ids={self.ids[:2]}, error={self.error!r}, body={self.body!r:.120})")
-
-
-class Load:
-    """Client threads posting check-ins with fresh device ids on keep-alive
-    connections; thread 0 posts batches of three. Every answer is kept."""
-
-    def __init__(self, gw, threads=4, tag="d", pause=0.02, timeout=20.0):
-        self.gw, self.n, self.tag, self.pause, self.timeout = gw, threads, tag, pause, timeout
-        self.results = []
-        self.lock = threading.Lock()
-        self.stop_ev = threading.Event()
-        self.threads = []
-
-    def start(self):
-        for i in range(self.n):
-            t = threading.Thread(target=self._run, args=(i,), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def stop(self):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(self.timeout + 10)
-            assert not t.is_alive(), "a client thread is stuck"
-
-    def _run(self, i):
-        conn = None
-        seq = 0
-        while not self.stop_ev.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=self.timeout)
-            batch = i == 0
-            ids = [f"{self.tag}-{i}-{seq}-{k}" for k in range(3 if batch else 1)]
-            seq += 1
-            items = [{"device_id": d, "sku_region": "US", "region": "US", "seq": seq}
-                     for d in ids]
-            body = json.dumps(items if batch else items[0]).encode()
-            res = Result(time.monotonic(), ids)
-            try:
-                conn.request("POST", "/v1/checkins" if batch else "/v1/checkin", body,
-                             {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                res.body = resp.read()
-                res.status = resp.status
-                res.retry_after = resp.getheader("Retry-After")
-                if resp.status == 200:
-                    if batch:
-                        answers = json.loads(res.body)["results"]
-                        res.ok_ids = [d for d, a in zip(ids, answers) if a["status"] == "ok"]
-                    else:
-                        res.ok_ids = ids
-                if resp.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as e:
-                res.error = f"{type(e).__name__}: {e}"
-                conn.close()
-                conn = None
-                time.sleep(0.05)
-            res.t1 = time.monotonic()
-            with self.lock:
-                self.results.append(res)
-            time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.results)
-
-
-def ok_ids(results):
-    return {d for r in results for d in r.ok_ids}
-
-
 def check_unavailable(results):
     """Every 503 (and every batch answer with items to retry) carries
     Retry-After: 1 and a machine-readable body."""
@@ -248,15 +160,6 @@ def check_unavailable(results):
         else:
             assert r.status in (200, None), r
     return n
-
-
-def assert_all_stored(topic, results):
-    want = ok_ids(results)
-    got = {r.key.decode() for r in fgtest.consume(topic, timeout=60)}
-    missing = want - got
-    assert not missing, (f"{len(missing)} of {len(want)} check-ins answered 200 are not in "
-                         f"the topic, e.g. {sorted(missing)[:5]}")
-    return want
 
 
 def readyz(gw):
@@ -352,7 +255,7 @@ def test_frozen_broker_gives_bounded_503s_and_no_lost_200():
         assert len(fast) >= len(late) // 2, (
             f"only {len(fast)} of {len(late)} requests during the known outage got a quick "
             f"503: {late[:5]}")
-        stored = assert_all_stored(gw.topic, results)
+        stored, _ = fgtest.assert_all_stored(gw.topic, results)
         print(f"  frozen: {len(results)} requests, {len(stored)} stored, {n503} x 503, "
               f"first 200 {first_200:.1f}s and ready {ready_after:.1f}s after SIGCONT",
               flush=True)
@@ -399,7 +302,7 @@ def test_killed_broker_503_then_recovery_by_itself():
         results += probes
         n503 = check_unavailable(results)
         assert n503 > 0, "no 503 while the broker was dead"
-        stored = assert_all_stored(gw.topic, results)
+        stored, _ = fgtest.assert_all_stored(gw.topic, results)
         print(f"  killed: {len(results)} requests, {len(stored)} stored, {n503} x 503, "
               f"broker restart {restarted:.1f}s, then first 200 after {first_200:.1f}s, "
               f"ready after {ready_after:.1f}s", flush=True)

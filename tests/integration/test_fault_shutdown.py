@@ -5,123 +5,21 @@ flight and exits 0 within gateway.shutdown_timeout; every check-in it
 answered 200 (and every ok item of a batch) is in the topic, and clients that
 come later are refused rather than answered."""
 
-import http.client
 import json
 import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import fgtest
+from fgtest import Load, ok_ids
 
 EXIT_MARGIN_S = 4.0
 
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-class Result:
-    __slots__ = ("t0", "t1", "ids", "status", "retry_after", "body", "ok_ids", "error")
-
-    def __init__(self, t0, ids):
-        self.t0, self.t1, self.ids = t0, None, ids
-        self.status = self.retry_after = self.body = self.error = None
-        self.ok_ids = []
-
-    def __repr__(self):
-        return (f"Result(t0={self.t0:.2f}, t1={self.t1:.2f}, status={self.status}, "
-                f"ids={self.ids[:2]}, error={self.error!r}, body={self.body!r:.120})")
-
-
-class Load:
-    """Client threads posting check-ins with fresh device ids on keep-alive
-    connections; the first `batchers` threads post batches of five. Every
-    answer (or connection error) is kept with its times."""
-
-    def __init__(self, gw, threads=8, batchers=2, tag="d", pause=0.0, timeout=20.0):
-        self.port = gw.port
-        self.n, self.batchers, self.tag = threads, batchers, tag
-        self.pause, self.timeout = pause, timeout
-        self.results = []
-        self.lock = threading.Lock()
-        self.stop_ev = threading.Event()
-        self.threads = []
-
-    def start(self):
-        for i in range(self.n):
-            t = threading.Thread(target=self._run, args=(i,), daemon=True)
-            t.start()
-            self.threads.append(t)
-        return self
-
-    def stop(self):
-        self.stop_ev.set()
-        for t in self.threads:
-            t.join(self.timeout + 10)
-            assert not t.is_alive(), "a client thread is stuck"
-
-    def _run(self, i):
-        conn = None
-        seq = 0
-        while not self.stop_ev.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-            batch = i < self.batchers
-            ids = [f"{self.tag}-{i}-{seq}-{k}" for k in range(5 if batch else 1)]
-            seq += 1
-            items = [{"device_id": d, "sku_region": "DE", "region": "FR", "seq": seq}
-                     for d in ids]
-            body = json.dumps(items if batch else items[0]).encode()
-            res = Result(time.monotonic(), ids)
-            try:
-                conn.request("POST", "/v1/checkins" if batch else "/v1/checkin", body,
-                             {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                res.body = resp.read()
-                res.status = resp.status
-                res.retry_after = resp.getheader("Retry-After")
-                if resp.status == 200:
-                    if batch:
-                        answers = json.loads(res.body)["results"]
-                        assert len(answers) == len(ids), res
-                        res.ok_ids = [d for d, a in zip(ids, answers) if a["status"] == "ok"]
-                    else:
-                        res.ok_ids = ids
-                if resp.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as e:
-                res.error = type(e).__name__
-                conn.close()
-                conn = None
-                time.sleep(0.02)
-            res.t1 = time.monotonic()
-            with self.lock:
-                self.results.append(res)
-            if self.pause:
-                time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.results)
-
-
-def ok_ids(results):
-    return {d for r in results for d in r.ok_ids}
-
-
-def assert_all_stored(topic, results):
-    want = ok_ids(results)
-    got = {r.key.decode() for r in fgtest.consume(topic, timeout=60)}
-    missing = want - got
-    assert not missing, (f"{len(missing)} of {len(want)} check-ins answered 200 are not in "
-                         f"the topic, e.g. {sorted(missing)[:5]}")
-    return want, got
 
 
 def terminate(gw, within):
@@ -166,7 +64,7 @@ def test_sigterm_mid_load_exits_0_and_every_200_is_stored():
     timeout_s = 5
     config = {"gateway.threads": 2, "gateway.shutdown_timeout": f"{timeout_s}s"}
     with fgtest.Gateway(config) as gw:
-        load = Load(gw, threads=8, batchers=2, tag="term").start()
+        load = Load(gw, threads=8, batchers=2, batch=5, sku="DE", region="FR", tag="term", pause=0).start()
         try:
             fgtest.wait_until(lambda: len(ok_ids(load.snapshot())) >= 200, timeout=20,
                               what="200 stored check-ins before the SIGTERM")
@@ -194,7 +92,7 @@ def test_sigterm_mid_load_exits_0_and_every_200_is_stored():
         for r in during:
             if r.status == 503:
                 assert r.retry_after, r
-        want, got = assert_all_stored(gw.topic, results)
+        want, got = fgtest.assert_all_stored(gw.topic, results)
         in_flight_ok = len(ok_ids(during))
         print(f"  exit {took:.2f}s after SIGTERM; {len(results)} requests, {len(want)} "
               f"stored items answered ok ({in_flight_ok} of them in flight at the SIGTERM), "
@@ -209,7 +107,7 @@ def test_sigterm_with_unacknowledged_records_answers_503_and_exits_in_time():
     config = {"gateway.threads": 2, "gateway.shutdown_timeout": f"{timeout_s}s",
               "kafka.linger.ms": 6000, "kafka.message.timeout.ms": 30000}
     with fgtest.Gateway(config) as gw:
-        load = Load(gw, threads=4, batchers=1, tag="slow").start()
+        load = Load(gw, threads=4, batchers=1, batch=5, sku="DE", region="FR", tag="slow", pause=0).start()
         try:
             time.sleep(1.0)
             rc, took, t_exit = terminate(gw, timeout_s + EXIT_MARGIN_S)
@@ -224,7 +122,7 @@ def test_sigterm_with_unacknowledged_records_answers_503_and_exits_in_time():
         assert all(r.retry_after == "1" for r in answered), answered[:3]
         for r in answered:
             assert isinstance(json.loads(r.body)["error"], str), r
-        assert_all_stored(gw.topic, results)
+        fgtest.assert_all_stored(gw.topic, results)
         print(f"  exit {took:.2f}s after SIGTERM; {len(answered)} requests answered 503",
               flush=True)
 

@@ -9,7 +9,8 @@ admin route POST /fault/kafka-fatal (gateway.fault_injection)."""
 import time
 
 import fgtest
-from test_fault_outage import Load, assert_all_stored, check_unavailable, ok_ids, readyz
+from fgtest import Load, ok_ids
+from test_fault_outage import check_unavailable, readyz
 
 CONFIG = {"gateway.threads": 2, "gateway.fault_injection": "true"}
 # The worker replaces its producer on its next loop turn; a new producer
@@ -44,7 +45,7 @@ def test_fatal_error_replaces_the_producer_and_loses_nothing():
         assert gw.metric("fleetgate_producer_restarts_total") == 2
         log = gw.log_tail(400)
         assert log.count("msg=producer_replaced") == 2, log
-        stored = assert_all_stored(gw.topic, results)
+        stored, _ = fgtest.assert_all_stored(gw.topic, results)
         late = [r for r in results if r.t0 > t_fault + 0.2]
         print(f"  {len(results)} requests, {len(stored)} stored, {n503} x 503, "
               f"{sum(1 for r in late if r.ok_ids)} of {len(late)} after the fault ok",
