@@ -139,19 +139,6 @@ static void conn_close(fg_redis *r, fg_redis_outcome why, int hiredis_frees,
                        const char *reason);
 static void cmd_on_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!errbuf || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -959,39 +946,39 @@ fg_redis *fg_redis_new(struct event_base *base, const char *host, int port,
     if (opts)
         o = *opts;
     if (!base || !host) {
-        set_err(errbuf, errlen, "redis: base and host are required");
+        fg_errf(errbuf, errlen, "redis: base and host are required");
         goto fail;
     }
     hlen = strnlen(host, REDIS_HOST_MAX + 1);
     if (hlen == 0 || hlen > REDIS_HOST_MAX) {
-        set_err(errbuf, errlen, "redis: host must be 1 to %d bytes",
+        fg_errf(errbuf, errlen, "redis: host must be 1 to %d bytes",
                 REDIS_HOST_MAX);
         goto fail;
     }
     if (port < 1 || port > 65535) {
-        set_err(errbuf, errlen, "redis: port %d out of range", port);
+        fg_errf(errbuf, errlen, "redis: port %d out of range", port);
         goto fail;
     }
     if (o.connect_timeout_ms < 0 || o.command_timeout_ms < 0 ||
         o.reconnect_min_ms < 0 || o.reconnect_max_ms < 0 ||
         o.max_inflight < 0 || o.db < 0) {
-        set_err(errbuf, errlen, "redis: negative option");
+        fg_errf(errbuf, errlen, "redis: negative option");
         goto fail;
     }
     if (o.max_command_bytes > REDIS_COMMAND_CAP) {
-        set_err(errbuf, errlen, "redis: max_command_bytes over %u",
+        fg_errf(errbuf, errlen, "redis: max_command_bytes over %u",
                 REDIS_COMMAND_CAP);
         goto fail;
     }
     if (o.password && strnlen(o.password, REDIS_PASSWORD_MAX + 1) >
                           REDIS_PASSWORD_MAX) {
-        set_err(errbuf, errlen, "redis: password over %d bytes",
+        fg_errf(errbuf, errlen, "redis: password over %d bytes",
                 REDIS_PASSWORD_MAX);
         goto fail;
     }
     r = calloc(1, sizeof(*r));
     if (!r) {
-        set_err(errbuf, errlen, "out of memory");
+        fg_errf(errbuf, errlen, "out of memory");
         goto fail;
     }
     r->base = base;
@@ -1011,7 +998,7 @@ fg_redis *fg_redis_new(struct event_base *base, const char *host, int port,
     r->reconnect_max_ms =
         o.reconnect_max_ms ? o.reconnect_max_ms : DEF_RECONNECT_MAX_MS;
     if (r->reconnect_max_ms < r->reconnect_min_ms) {
-        set_err(errbuf, errlen,
+        fg_errf(errbuf, errlen,
                 "redis: reconnect_max_ms %d below reconnect_min_ms %d",
                 r->reconnect_max_ms, r->reconnect_min_ms);
         goto fail;
@@ -1028,14 +1015,14 @@ fg_redis *fg_redis_new(struct event_base *base, const char *host, int port,
     if (o.password && o.password[0]) {
         r->password = strdup(o.password);
         if (!r->password) {
-            set_err(errbuf, errlen, "out of memory");
+            fg_errf(errbuf, errlen, "out of memory");
             goto fail;
         }
     }
     r->conn_ev = evtimer_new(base, conn_on_timer, r);
     r->cmd_ev = evtimer_new(base, cmd_on_timer, r);
     if (!r->conn_ev || !r->cmd_ev) {
-        set_err(errbuf, errlen, "redis: cannot create timers");
+        fg_errf(errbuf, errlen, "redis: cannot create timers");
         goto fail;
     }
     /* The first attempt runs on the loop, never inside this call. */

@@ -2,6 +2,9 @@
 /* Names for fg_status values, for logs and error bodies. */
 #include "fg_status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *fg_status_str(fg_status st)
 {
     switch (st) {
@@ -14,4 +17,14 @@ const char *fg_status_str(fg_status st)
     case FG_ENOTFOUND: return "not_found";
     }
     return "unknown";
+}
+
+void fg_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!errbuf || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
 }

@@ -5,6 +5,8 @@
 #ifndef FG_STATUS_H
 #define FG_STATUS_H
 
+#include <stddef.h>
+
 typedef enum fg_status {
     FG_OK = 0,
     FG_AGAIN = -1,    /* temporarily full or unavailable: retry later */
@@ -17,5 +19,10 @@ typedef enum fg_status {
 
 /* Static, human-readable name of a status ("ok", "again", ...). Never NULL. */
 const char *fg_status_str(fg_status st);
+
+/* printf into a caller's error buffer; a NULL buffer or errlen 0 is a
+ * no-op, so optional errbuf parameters need no check. @thread any */
+void fg_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -6,7 +6,6 @@
 #include "sc_policy.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +15,6 @@
 #define SC_ACTOR "scorer"
 
 /* ---- small helpers ---------------------------------------------------- */
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (!errbuf || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Adds d to t without overflowing int64 (d >= 0). */
 static int64_t add_sat(int64_t t, int64_t d)
@@ -294,13 +280,13 @@ static fg_status tmpl_run(const char *tmpl, const char *region,
     const char *bad;
 
     if (n > SC_TEMPLATE_MAX) {
-        set_err(errbuf, errlen, "message: too long (%zu bytes, max %d)", n,
+        fg_errf(errbuf, errlen, "message: too long (%zu bytes, max %d)", n,
                 SC_TEMPLATE_MAX);
         return FG_EINVAL;
     }
     bad = text_problem((const unsigned char *)tmpl, n);
     if (bad) {
-        set_err(errbuf, errlen, "message: %s", bad);
+        fg_errf(errbuf, errlen, "message: %s", bad);
         return FG_EINVAL;
     }
     while (i < n) {
@@ -325,7 +311,7 @@ static fg_status tmpl_run(const char *tmpl, const char *region,
             int shown = close ? (int)(close - (tmpl + i) + 1) : 1;
             if (shown > 32)
                 shown = 1;
-            set_err(errbuf, errlen,
+            fg_errf(errbuf, errlen,
                     "message: unknown placeholder %.*s at byte %zu (known: "
                     "{region} {until} {share} {devices}; write {{ for {)",
                     shown, tmpl + i, i);
@@ -471,7 +457,7 @@ static fg_status policy_check_key(const sc_policy *p, policy_key k,
         break;
     case PK_MESSAGE:
         if (memchr(p->message, '\0', sizeof(p->message)) == NULL) {
-            set_err(errbuf, errlen, "message: not NUL-terminated");
+            fg_errf(errbuf, errlen, "message: not NUL-terminated");
             return FG_EINVAL;
         }
         return tmpl_run(p->message, NULL, 0, 0, 0, NULL, NULL, errbuf,
@@ -479,7 +465,7 @@ static fg_status policy_check_key(const sc_policy *p, policy_key k,
     case PK_COUNT: break;
     }
     if (!ok) {
-        set_err(errbuf, errlen, "%s: %s", policy_keys[k].name,
+        fg_errf(errbuf, errlen, "%s: %s", policy_keys[k].name,
                 policy_keys[k].rule);
         return FG_EINVAL;
     }
@@ -495,7 +481,7 @@ fg_status sc_policy_check(const sc_policy *p, const sc_rails *r, char *errbuf,
             return st;
     }
     if (p->unlock_at >= p->lock_at) {
-        set_err(errbuf, errlen, "unlock_at: must be below lock_at (%g)",
+        fg_errf(errbuf, errlen, "unlock_at: must be below lock_at (%g)",
                 p->lock_at);
         return FG_EINVAL;
     }
@@ -503,7 +489,7 @@ fg_status sc_policy_check(const sc_policy *p, const sc_rails *r, char *errbuf,
         char a[32], b[32];
         fmt_duration(p->ttl_ms, a, sizeof(a));
         fmt_duration(r->max_ttl_ms, b, sizeof(b));
-        set_err(errbuf, errlen, "ttl: %s is over max_ttl (%s)", a, b);
+        fg_errf(errbuf, errlen, "ttl: %s is over max_ttl (%s)", a, b);
         return FG_EINVAL;
     }
     return FG_OK;
@@ -540,7 +526,7 @@ fg_status sc_policy_set(sc_policy *p, const char *key, const char *value,
     case PK_MESSAGE: {
         size_t n = strlen(value);
         if (n > SC_TEMPLATE_MAX) {
-            set_err(errbuf, errlen, "message: too long (%zu bytes, max %d)",
+            fg_errf(errbuf, errlen, "message: too long (%zu bytes, max %d)",
                     n, SC_TEMPLATE_MAX);
             return FG_EINVAL;
         }
@@ -548,14 +534,14 @@ fg_status sc_policy_set(sc_policy *p, const char *key, const char *value,
         break;
     }
     case PK_COUNT:
-        set_err(errbuf, errlen,
+        fg_errf(errbuf, errlen,
                 "%s: unknown policy key (mode, lock_at, unlock_at, "
                 "min_devices, for, ttl, cooldown, scope, message)",
                 key);
         return FG_EINVAL;
     }
     if (!ok) {
-        set_err(errbuf, errlen, "%s: %s", policy_keys[k].name,
+        fg_errf(errbuf, errlen, "%s: %s", policy_keys[k].name,
                 policy_keys[k].rule);
         return FG_EINVAL;
     }
@@ -569,22 +555,22 @@ fg_status sc_policy_set(sc_policy *p, const char *key, const char *value,
 fg_status sc_rails_check(const sc_rails *r, char *errbuf, size_t errlen)
 {
     if (r->max_auto_locked_regions < 0) {
-        set_err(errbuf, errlen,
+        fg_errf(errbuf, errlen,
                 "max_auto_locked_regions: must be an integer >= 0");
         return FG_EINVAL;
     }
     if (r->max_auto_locked_devices < 0) {
-        set_err(errbuf, errlen,
+        fg_errf(errbuf, errlen,
                 "max_auto_locked_devices: must be an integer >= 0");
         return FG_EINVAL;
     }
     if (!dur_ok(r->max_ttl_ms, 1)) {
-        set_err(errbuf, errlen,
+        fg_errf(errbuf, errlen,
                 "max_ttl: must be a duration from 1ms to 3650d");
         return FG_EINVAL;
     }
     if (!(r->z > 0.0 && r->z <= 10.0)) {
-        set_err(errbuf, errlen, "z: must be a number in (0, 10]");
+        fg_errf(errbuf, errlen, "z: must be a number in (0, 10]");
         return FG_EINVAL;
     }
     return FG_OK;
@@ -602,7 +588,7 @@ fg_status sc_rails_set(sc_rails *r, const char *key, const char *value,
     sc_rails_default(&probe);
     if (strcmp(key, "enforce") == 0) {
         if (!parse_bool(value, &t.enforce)) {
-            set_err(errbuf, errlen,
+            fg_errf(errbuf, errlen,
                     "enforce: must be true/false/yes/no/on/off/1/0");
             return FG_EINVAL;
         }
@@ -619,7 +605,7 @@ fg_status sc_rails_set(sc_rails *r, const char *key, const char *value,
         ok = parse_number(value, &t.z);
         probe.z = ok ? t.z : -1;
     } else {
-        set_err(errbuf, errlen,
+        fg_errf(errbuf, errlen,
                 "%s: unknown rails key (enforce, max_auto_locked_regions, "
                 "max_auto_locked_devices, max_ttl, z)",
                 key);
@@ -683,7 +669,7 @@ sc_engine *sc_engine_new(const sc_policy *defaults, const sc_rails *rails,
         goto fail;
     e = calloc(1, sizeof(*e));
     if (!e) {
-        set_err(errbuf, errlen, "out of memory");
+        fg_errf(errbuf, errlen, "out of memory");
         goto fail;
     }
     e->defaults = *defaults;
@@ -810,7 +796,7 @@ fg_status sc_engine_set_policy(sc_engine *e, const char *region,
     sc_region *r;
 
     if (!region_ok(region)) {
-        set_err(errbuf, errlen, "region: invalid code");
+        fg_errf(errbuf, errlen, "region: invalid code");
         return FG_EINVAL;
     }
     if (p) {
@@ -820,7 +806,7 @@ fg_status sc_engine_set_policy(sc_engine *e, const char *region,
     }
     r = region_get(e, region, &st);
     if (!r) {
-        set_err(errbuf, errlen, "region: %s", fg_status_str(st));
+        fg_errf(errbuf, errlen, "region: %s", fg_status_str(st));
         return st;
     }
     r->has_policy = p != NULL;
