@@ -14,6 +14,7 @@
 #include "ctl_config.h"
 #include "fg_admin.h"
 #include "fg_log.h"
+#include "fg_shutdown.h"
 
 typedef struct ctl_app {
     ctl_config cfg;
@@ -46,15 +47,11 @@ static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+/* The first SIGTERM/SIGINT; fg_shutdown ends the loop on a second one. */
+static void on_shutdown(void *ud, int sig)
 {
-    ctl_app *app = arg;
-    (void)what;
-    if (app->drain_tick) {
-        event_base_loopexit(app->base, NULL); /* a second signal: now */
-        return;
-    }
-    fg_log_info("shutdown", "signal=%d pending=%zu", (int)sig,
+    ctl_app *app = ud;
+    fg_log_info("shutdown", "signal=%d pending=%zu", sig,
                 ctl_api_pending(app->api));
     fg_admin_set_draining(app->admin);
     ctl_api_drain(app->api);
@@ -71,7 +68,7 @@ int main(int argc, char **argv)
     char err[512], q[600];
     int rc = 1;
     fg_metrics *m = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    fg_shutdown *sd = NULL;
     memset(&app, 0, sizeof(app));
 
     switch (ctl_config_load(&app.cfg, argc, argv)) {
@@ -106,10 +103,8 @@ int main(int argc, char **argv)
                              &app, err, sizeof(err));
     if (!app.admin)
         goto fail_err;
-    sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
-    sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
-    if (!sigterm || !sigint || event_add(sigterm, NULL) != 0 ||
-        event_add(sigint, NULL) != 0)
+    sd = fg_shutdown_new(app.base, on_shutdown, NULL, &app);
+    if (!sd)
         goto out;
     fg_log_info("started",
                 "id=%s listen=%s port=%d admin=%s locks_topic=%s "
@@ -128,10 +123,7 @@ out:
     fg_admin_free(app.admin);
     if (app.drain_tick)
         event_free(app.drain_tick);
-    if (sigterm)
-        event_free(sigterm);
-    if (sigint)
-        event_free(sigint);
+    fg_shutdown_free(sd);
     if (app.base)
         event_base_free(app.base);
     fg_metrics_free(m);

@@ -12,6 +12,7 @@
 #include "fg_admin.h"
 #include "fg_log.h"
 #include "fg_redis.h"
+#include "fg_shutdown.h"
 #include "sc_config.h"
 #include "sc_eval.h"
 #include "sc_store.h"
@@ -43,11 +44,11 @@ static const char *readiness(void *ud)
     return sc_eval_waiting(app->eval);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+/* Any SIGTERM/SIGINT: nothing to drain, the loop ends at once. */
+static void on_shutdown(void *ud, int sig)
 {
-    sc_app *app = arg;
-    (void)what;
-    fg_log_info("shutdown", "signal=%d", (int)sig);
+    sc_app *app = ud;
+    fg_log_info("shutdown", "signal=%d", sig);
     fg_admin_set_draining(app->admin);
     event_base_loopexit(app->base, NULL);
 }
@@ -62,7 +63,7 @@ int main(int argc, char **argv)
     fg_market_map *mm = NULL;
     fg_metrics *m = NULL;
     sc_engine *engine = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    fg_shutdown *sd = NULL;
     memset(&app, 0, sizeof(app));
 
     switch (sc_config_load(&app.cfg, &defaults, &rails, argc, argv)) {
@@ -114,10 +115,8 @@ int main(int argc, char **argv)
                              &app, err, sizeof(err));
     if (!app.admin)
         goto fail_err;
-    sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
-    sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
-    if (!sigterm || !sigint || event_add(sigterm, NULL) != 0 ||
-        event_add(sigint, NULL) != 0)
+    sd = fg_shutdown_new(app.base, on_shutdown, on_shutdown, &app);
+    if (!sd)
         goto out;
     fg_log_info("started",
                 "id=%s admin=%s topic=%s group=%s policies=%s redis=%s:%lld "
@@ -145,10 +144,7 @@ out:
     sc_engine_free(engine);
     fg_admin_free(app.admin);
     sc_store_free(app.store);
-    if (sigterm)
-        event_free(sigterm);
-    if (sigint)
-        event_free(sigint);
+    fg_shutdown_free(sd);
     if (app.base)
         event_base_free(app.base);
     fg_metrics_free(m);

@@ -11,6 +11,7 @@
 
 #include "fg_log.h"
 #include "fg_admin.h"
+#include "fg_shutdown.h"
 #include "gw_config.h"
 #include "gw_ingest.h"
 #include "gw_locks.h"
@@ -23,8 +24,8 @@ typedef struct gw_app {
     fg_admin *admin;
     gw_locks *locks;
     gw_prober *prober;
-    struct event *sigterm, *sigint, *wait_tick;
-    int stopping;
+    fg_shutdown *sd;
+    struct event *wait_tick;
 } gw_app;
 
 static void on_wait_tick(evutil_socket_t fd, short what, void *arg)
@@ -42,22 +43,23 @@ static void on_wait_tick(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(app->base, NULL);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
+/* The first SIGTERM/SIGINT: stop the workers, exit once all are done. */
+static void on_shutdown(void *ud, int sig)
 {
-    gw_app *app = arg;
-    (void)what;
-    if (app->stopping) {
-        fg_log_warn("shutdown_forced", "signal=%d", (int)sig);
-        event_base_loopexit(app->base, NULL);
-        return;
-    }
-    app->stopping = 1;
-    fg_log_info("shutdown", "signal=%d timeout_ms=%lld", (int)sig,
+    gw_app *app = ud;
+    fg_log_info("shutdown", "signal=%d timeout_ms=%lld", sig,
                 (long long)app->cfg.shutdown_timeout_ms);
     fg_admin_set_draining(app->admin);
     for (int i = 0; i < app->nworkers; i++)
         gw_worker_stop(app->workers[i]);
     on_wait_tick(-1, 0, app);
+}
+
+/* A later signal; fg_shutdown then ends the loop without waiting. */
+static void on_shutdown_forced(void *ud, int sig)
+{
+    (void)ud;
+    fg_log_warn("shutdown_forced", "signal=%d", sig);
 }
 
 /* /readyz: the lock table caught up and every producer usable. */
@@ -190,11 +192,11 @@ int main(int argc, char **argv)
                         inflight_bytes_fn, &sh);
     fg_metrics_gauge_fn(m, "fleetgate_http_connections",
                         "Open device connections.", "", connections_fn, &sh);
-    app.sigterm = evsignal_new(app.base, SIGTERM, on_signal, &app);
-    app.sigint = evsignal_new(app.base, SIGINT, on_signal, &app);
     app.wait_tick = evtimer_new(app.base, on_wait_tick, &app);
-    if (!app.sigterm || !app.sigint || !app.wait_tick ||
-        event_add(app.sigterm, NULL) != 0 || event_add(app.sigint, NULL) != 0)
+    if (!app.wait_tick)
+        goto out;
+    app.sd = fg_shutdown_new(app.base, on_shutdown, on_shutdown_forced, &app);
+    if (!app.sd)
         goto out;
     for (int i = 0; i < app.nworkers; i++) {
         if (gw_worker_start(app.workers[i]) != FG_OK) {
@@ -228,10 +230,7 @@ out:
     free(app.workers);
     fg_admin_free(app.admin);
     gw_locks_free(app.locks);
-    if (app.sigterm)
-        event_free(app.sigterm);
-    if (app.sigint)
-        event_free(app.sigint);
+    fg_shutdown_free(app.sd);
     if (app.wait_tick)
         event_free(app.wait_tick);
     if (app.base)
